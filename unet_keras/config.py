@@ -1,0 +1,124 @@
+"""The single configuration object for model shape and training recipe."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILENAME = "config.json"
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used."""
+
+
+@dataclasses.dataclass
+class UNetConfig:
+    """Model and training settings; saved as ``config.json`` beside the weights.
+
+    The defaults are the seed's recipe: depth 4, 16 base filters, 128 px crops, 50 epochs,
+    batch 16, Adam at 1e-3.
+    """
+
+    # Model shape.
+    depth: int = 4
+    base_filters: int = 16
+    batch_norm: bool = True
+    dropout: float = 0.1
+    out_channels: int = 1  # 1: whole cell; 2: whole cell, nucleus
+    # Loss.
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    dice_smooth: float = 1.0
+    # Data.
+    dataset: str = "dataset1"
+    fold: int = 0
+    num_folds: int = 5
+    split_seed: int = 42
+    val_fraction: float = 0.1
+    image_size: int = 128
+    augment: bool = True
+    stain_augment: bool = True
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    # Optimisation.
+    epochs: int = 50
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    lr_schedule: str = "plateau"  # "plateau" or "cosine"
+    seed: int = 0
+    # Post-processing, tuned on validation data after training.
+    thresholds: tuple[float, ...] = (0.5,)
+
+    def __post_init__(self) -> None:
+        self.scale_range = tuple(float(v) for v in self.scale_range)
+        self.thresholds = tuple(float(v) for v in self.thresholds)
+        self.validate()
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2**self.depth
+
+    def validate(self) -> None:
+        problems = []
+        if not 1 <= self.depth <= 7:
+            problems.append(f"depth={self.depth} (expected 1..7)")
+        if self.base_filters < 1:
+            problems.append(f"base_filters={self.base_filters} (expected >= 1)")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} (expected 0 <= dropout < 1)")
+        if self.out_channels not in (1, 2):
+            problems.append(f"out_channels={self.out_channels} (expected 1 or 2)")
+        if not 0 <= self.fold < self.num_folds:
+            problems.append(f"fold={self.fold} (expected 0..{self.num_folds - 1})")
+        if self.image_size % self.multiple:
+            problems.append(f"image_size={self.image_size} (expected a multiple of {self.multiple})")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            problems.append(f"lr_schedule={self.lr_schedule!r} (expected 'plateau' or 'cosine')")
+        if len(self.thresholds) not in (1, self.out_channels):
+            problems.append(f"thresholds={self.thresholds} (expected 1 or {self.out_channels} values)")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            problems.append("epochs, batch_size and learning_rate must be positive")
+        if problems:
+            raise ConfigError("invalid config: " + "; ".join(problems))
+
+    def channel_thresholds(self) -> tuple[float, ...]:
+        """One probability threshold per output channel."""
+        if len(self.thresholds) == self.out_channels:
+            return self.thresholds
+        return self.thresholds * self.out_channels
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["scale_range"] = list(self.scale_range)
+        data["thresholds"] = list(self.thresholds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UNetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; accepted keys: {sorted(known)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        from unet_keras.image_io import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "UNetConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read config JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object of config keys")
+        try:
+            return cls.from_dict(data)
+        except (ConfigError, TypeError) as err:
+            raise ConfigError(f"{path}: {err}") from err

@@ -1,0 +1,75 @@
+"""The U-Net: a Keras 3 functional graph built from a ``UNetConfig``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from unet_keras.config import UNetConfig
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probability"
+
+
+class ModelLoadError(ValueError):
+    """A model file that cannot be loaded. The message names the file."""
+
+
+def conv_block(x, filters: int, config: UNetConfig, name: str):
+    """Two 3x3 convolutions, each followed by batch norm (optional) and ReLU."""
+    for i in (1, 2):
+        x = layers.Conv2D(
+            filters, 3, padding="same", use_bias=not config.batch_norm,
+            kernel_initializer="he_normal", name=f"{name}_conv{i}",
+        )(x)
+        if config.batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def build_unet(config: UNetConfig) -> keras.Model:
+    """Build the U-Net described by ``config``.
+
+    Input ``image``: (None, None, 3) float32 in [0, 1], sides a multiple of ``2**depth``.
+    Output ``probability``: sigmoid, one channel per head (whole cell[, nucleus]).
+    """
+    inputs = keras.Input(shape=(None, None, 3), name=INPUT_NAME)
+    x = inputs
+    skips = []
+    for level in range(config.depth):
+        x = conv_block(x, config.base_filters * 2**level, config, name=f"enc{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+        if config.dropout:
+            x = layers.Dropout(config.dropout, name=f"enc{level}_drop")(x)
+    x = conv_block(x, config.base_filters * 2**config.depth, config, name="bottleneck")
+    if config.dropout:
+        x = layers.Dropout(config.dropout, name="bottleneck_drop")(x)
+    for level in reversed(range(config.depth)):
+        filters = config.base_filters * 2**level
+        x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"dec{level}_up")(x)
+        x = layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
+        x = conv_block(x, filters, config, name=f"dec{level}")
+    outputs = layers.Conv2D(
+        config.out_channels, 1, activation="sigmoid", dtype="float32", name=OUTPUT_NAME
+    )(x)
+    return keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
+
+
+def load_model(path: str | Path, compile: bool = False) -> keras.Model:
+    """Load a ``.keras`` file saved by this package, under whichever backend is active."""
+    import unet_keras.losses  # noqa: F401  (registers the loss for compiled loading)
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: model file not found; expected a .keras file")
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except Exception as err:  # keras raises many types for a bad archive
+        raise ModelLoadError(
+            f"{path}: not a loadable Keras model ({type(err).__name__}: {err}); "
+            "expected a .keras file written by `unet-keras train`"
+        ) from err
