@@ -1,0 +1,39 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = (REPO / "../shared/datasets/wbc-zheng2018").resolve()
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    if not (DATA_DIR / "Dataset 1").is_dir():
+        pytest.skip(f"real dataset not found at {DATA_DIR}")
+    return DATA_DIR
+
+
+@pytest.fixture(autouse=True, scope="session")
+def tfds_cache(tmp_path_factory):
+    """Keep TFDS caches of the tests out of the user's home."""
+    os.environ["WBC_TFDS_DIR"] = str(tmp_path_factory.mktemp("tfds"))
+
+
+def run_python(code: str, backend: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter under a given Keras backend (it cannot switch in-process)."""
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "unet_keras.cli", *args], cwd=cwd or REPO,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)

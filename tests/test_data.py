@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from unet_keras.config import UNetConfig
+from unet_keras.data.loading import load_fold
+from unet_keras.data.splits import fold_indices
+from unet_keras.data.tfds_builder import load_examples
+from unet_keras.data.zheng2018 import DataError, scan_pairs
+
+
+def write_dataset(root, n=4, size=40, folder="Dataset 1", grey_edges=False):
+    """A tiny dataset in the public layout; masks 0/128/255, optionally with anti-aliased greys."""
+    (root / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, n + 1):
+        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        mask[5:30, 5:30] = 128
+        mask[10:20, 10:20] = 255
+        if grey_edges:
+            mask[5, 5:30] = 64     # nearer 0 (64 is 64 from 0 and 64 from 128: ties go down)
+            mask[29, 5:30] = 90    # nearer 128
+            mask[9, 10:20] = 200   # nearer 255
+            mask[20, 10:20] = 170  # nearer 128
+        Image.fromarray(image).save(root / folder / f"{i:03d}.bmp")
+        Image.fromarray(mask).save(root / folder / f"{i:03d}.png")
+    number = folder.split()[-1]
+    header = "image ID,class label" if number == "1" else "image ID,class"
+    lines = [header] + [f"{i},{(i % 5) + 1}" for i in range(1, n + 1)]
+    (root / f"Class Labels of Dataset {number}.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_builder_reads_all_of_dataset1(real_data_dir):
+    examples = load_examples(real_data_dir, "dataset1")
+    assert len(examples) == 300
+    assert [e["image_id"] for e in examples[:3]] == ["001", "002", "003"]
+    sizes = set()
+    for e in examples:
+        # Most images are 120x120; 76 are cropped smaller (88..120 px a side) in the source.
+        assert e["image"].dtype == np.uint8 and e["image"].shape[2] == 3
+        assert e["mask"].shape == e["image"].shape[:2]
+        sizes.add(e["image"].shape[:2])
+    assert max(max(s) for s in sizes) == 120 and min(min(s) for s in sizes) == 88
+    assert sum(e["image"].shape[:2] == (120, 120) for e in examples) == 224
+    values = np.unique(np.concatenate([np.unique(e["mask"]) for e in examples]))
+    assert values.tolist() == [0, 1, 2]
+    # The expert masks against the files themselves: value 255 (nucleus) -> 2, 128 -> 1.
+    raw = np.array(Image.open(real_data_dir / "Dataset 1" / "001.png"))
+    np.testing.assert_array_equal(examples[0]["mask"], (raw == 128) * 1 + (raw == 255) * 2)
+    labels = [e["label"] for e in examples]
+    assert labels.count(0) == 176 and labels.count(4) == 1  # neutrophils, one basophil
+
+
+def test_dataset2_grey_values_map_to_nearest_class(tmp_path):
+    write_dataset(tmp_path, n=3, size=60, folder="Dataset 2", grey_edges=True)
+    examples = load_examples(tmp_path, "dataset2")
+    assert len(examples) == 3
+    mask = examples[0]["mask"]
+    assert mask[5, 12] == 0      # 64 -> 0
+    assert mask[29, 12] == 1     # 90 -> 128 -> cytoplasm
+    assert mask[9, 12] == 2      # 200 -> 255 -> nucleus
+    assert mask[20, 12] == 1     # 170 -> 128
+    assert mask[15, 15] == 2 and mask[25, 25] == 1 and mask[0, 0] == 0
+    assert examples[1]["label"] == 2  # image 2 -> class 3 -> index 2
+
+
+def test_cache_is_rebuilt_when_data_change(tmp_path):
+    write_dataset(tmp_path, n=3)
+    assert len(load_examples(tmp_path, "dataset1")) == 3
+    (tmp_path / "Dataset 1" / "003.bmp").unlink()
+    (tmp_path / "Dataset 1" / "003.png").unlink()
+    assert len(load_examples(tmp_path, "dataset1")) == 2
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("no_folder", r"Dataset 1: folder not found"),
+    ("missing_mask", r"002\.bmp: no mask; expected 002\.png"),
+    ("size_mismatch", r"003\.png: mask is 20x20 but image 003\.bmp is 40x40"),
+    ("corrupt_image", r"001\.bmp: not a readable image"),
+    ("empty_image", r"004\.bmp: file is empty"),
+])
+def test_bad_layouts_name_the_file(tmp_path, breakage, message):
+    write_dataset(tmp_path, n=4)
+    folder = tmp_path / "Dataset 1"
+    if breakage == "no_folder":
+        folder.rename(tmp_path / "images")
+    elif breakage == "missing_mask":
+        (folder / "002.png").unlink()
+    elif breakage == "size_mismatch":
+        Image.fromarray(np.zeros((20, 20), np.uint8)).save(folder / "003.png")
+    elif breakage == "corrupt_image":
+        (folder / "001.bmp").write_bytes(b"BM" + b"\x00" * 20)
+    elif breakage == "empty_image":
+        (folder / "004.bmp").write_bytes(b"")
+    with pytest.raises(DataError, match=message):
+        load_examples(tmp_path, "dataset1")
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(DataError, match="nowhere: data directory not found"):
+        scan_pairs(tmp_path / "nowhere")
+
+
+def test_folds_are_deterministic_disjoint_and_cover_everything():
+    ids = [f"{i:03d}" for i in range(1, 301)]
+    tests = []
+    for fold in range(5):
+        parts = fold_indices(ids, fold)
+        assert len(parts["test"]) == 60 and len(parts["val"]) == 24 and len(parts["train"]) == 216
+        assert not set(parts["test"]) & (set(parts["train"]) | set(parts["val"]))
+        assert set(parts["train"]) | set(parts["val"]) | set(parts["test"]) == set(range(300))
+        tests.extend(parts["test"])
+        # Order of reading does not change the folds.
+        shuffled = list(reversed(ids))
+        same = fold_indices(shuffled, fold)
+        assert sorted(shuffled[i] for i in same["test"]) == sorted(ids[i] for i in parts["test"])
+    assert sorted(tests) == list(range(300))
+
+
+def test_synthetic_fallback_is_labelled():
+    data = load_fold(UNetConfig(), synthetic=True)
+    assert data.synthetic and "SYNTHETIC" in data.source
+    assert len(data.train) + len(data.val) + len(data.test) == 200

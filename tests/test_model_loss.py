@@ -1,0 +1,131 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import run_python
+from unet_keras.config import ConfigError, UNetConfig
+from unet_keras.losses import BCEDiceLoss, bce_dice
+from unet_keras.model import build_unet, load_model, ModelLoadError
+from unet_keras.preprocess import crop_to, pad_to_multiple
+
+TINY = dict(depth=2, base_filters=4, image_size=32)
+
+
+def test_config_round_trip(tmp_path):
+    config = UNetConfig(depth=3, base_filters=8, out_channels=2, dropout=0.2,
+                        thresholds=(0.4, 0.6), scale_range=(0.5, 2.0), image_size=64)
+    config.save(tmp_path / "config.json")
+    assert UNetConfig.load(tmp_path / "config.json") == config
+    rebuilt = build_unet(UNetConfig.load(tmp_path / "config.json"))
+    assert rebuilt.count_params() == build_unet(config).count_params()
+
+
+def test_config_rejects_bad_values(tmp_path):
+    with pytest.raises(ConfigError, match="out_channels=3"):
+        UNetConfig(out_channels=3)
+    with pytest.raises(ConfigError, match="image_size=100"):
+        UNetConfig(image_size=100)
+    (tmp_path / "config.json").write_text('{"depth": 2, "colour": "red"}')
+    with pytest.raises(ConfigError, match="config.json.*unknown config keys"):
+        UNetConfig.load(tmp_path / "config.json")
+
+
+def test_seed_architecture_parameter_count():
+    # base 16, depth 4: the 1.95 M-parameter U-Net of the seed recipe.
+    assert build_unet(UNetConfig()).count_params() == 1_945_521
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_model_output_shape_at_odd_sizes(depth, channels):
+    config = UNetConfig(depth=depth, base_filters=4, out_channels=channels, image_size=2**depth * 4)
+    model = build_unet(config)
+    image = np.random.default_rng(0).random((2, 45, 61, 3), dtype=np.float32)
+    padded, size = pad_to_multiple(image, config.multiple)
+    assert padded.shape[1] % config.multiple == 0 and padded.shape[2] % config.multiple == 0
+    out = crop_to(np.asarray(model.predict(padded, verbose=0)), size)
+    assert out.shape == (2, 45, 61, channels)
+    assert np.all((out >= 0) & (out <= 1))
+
+
+def test_bce_dice_by_hand():
+    # truth [[1,0],[0,0]], prediction [[.8,.2],[.2,.2]]:
+    # BCE = mean(-ln .8 four times) = 0.223144; Dice = (2*.8 + 1) / (1 + 1.4 + 1) = 2.6/3.4.
+    y_true = np.array([[1, 0], [0, 0]], np.float32).reshape(1, 2, 2, 1)
+    y_pred = np.array([[0.8, 0.2], [0.2, 0.2]], np.float32).reshape(1, 2, 2, 1)
+    expected = -math.log(0.8) + (1 - 2.6 / 3.4)
+    assert float(BCEDiceLoss()(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
+    # Logits give the same value as their sigmoid probabilities.
+    logits = np.log(y_pred / (1 - y_pred))
+    assert float(BCEDiceLoss(from_logits=True)(y_true, logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bce_dice_two_channels_weighted():
+    y_true = np.zeros((1, 2, 2, 2), np.float32)
+    y_true[0, 0, 0] = 1
+    y_pred = np.full((1, 2, 2, 2), 0.2, np.float32)
+    y_pred[0, 0, 0] = 0.8
+    y_pred[..., 1] = 0.5  # channel 1: BCE = ln 2 on all four; Dice = (2*.5 + 1)/(1 + 2 + 1) = .5
+    ch0 = -math.log(0.8) + (1 - 2.6 / 3.4)
+    ch1 = math.log(2) + 0.5
+    loss = BCEDiceLoss(channel_weights=[1.0, 3.0])
+    assert float(loss(y_true, y_pred)) == pytest.approx((ch0 + 3 * ch1) / 4, rel=1e-5)
+    assert float(np.mean(bce_dice(y_true, y_pred))) == pytest.approx((ch0 + ch1) / 2, rel=1e-5)
+
+
+def test_loss_config_round_trip():
+    loss = BCEDiceLoss(smooth=2.0, bce_weight=0.5, channel_weights=[1, 2])
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert isinstance(clone, BCEDiceLoss)
+    assert clone.get_config() == loss.get_config()
+
+
+def _save_compiled(tmp_path, channels=2):
+    config = UNetConfig(**TINY, out_channels=channels)
+    model = build_unet(config)
+    model.compile(optimizer="adam", loss=BCEDiceLoss(smooth=2.0))
+    x = np.random.default_rng(1).random((3, 32, 48, 3), dtype=np.float32)
+    model.fit(x, np.ones((3, 32, 48, channels), np.float32), epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    return model, x
+
+
+LOAD_AND_PREDICT = """
+import numpy as np, keras
+from unet_keras.model import load_model
+model = load_model('model.keras', compile=True)
+assert type(model.loss).__name__ == 'BCEDiceLoss', model.loss
+assert model.loss.smooth == 2.0
+np.save('y_{b}.npy', np.asarray(model.predict(np.load('x.npy'), verbose=0)))
+print(keras.backend.backend())
+"""
+
+
+def test_keras_file_loads_on_tensorflow_with_equal_outputs(tmp_path):
+    model, x = _save_compiled(tmp_path)
+    expected = np.asarray(model.predict(x, verbose=0))
+    done = run_python(LOAD_AND_PREDICT.format(b="tensorflow"), "tensorflow", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("tensorflow")
+    np.testing.assert_allclose(np.load(tmp_path / "y_tensorflow.npy"), expected, atol=1e-5)
+
+
+def test_keras_file_loads_on_torch_with_equal_outputs(tmp_path):
+    pytest.importorskip("torch", reason="torch is in the 'bench' extra")
+    model, x = _save_compiled(tmp_path, channels=1)
+    expected = np.asarray(model.predict(x, verbose=0))
+    done = run_python(LOAD_AND_PREDICT.format(b="torch"), "torch", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y_torch.npy"), expected, atol=1e-5)
+
+
+def test_load_model_errors_name_the_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="missing.keras.*not found"):
+        load_model(tmp_path / "missing.keras")
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip archive")
+    with pytest.raises(ModelLoadError, match="bad.keras.*not a loadable Keras model"):
+        load_model(bad)

@@ -1,0 +1,55 @@
+"""Choose the data source (real data through TFDS, or the labelled synthetic fallback) and split it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from unet_keras.config import UNetConfig
+from unet_keras.data.splits import fold_indices
+from unet_keras.data.zheng2018 import default_data_dir
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC_IMAGES = 200
+
+
+@dataclass
+class FoldData:
+    train: list[dict]
+    val: list[dict]
+    test: list[dict]
+    source: str  # human-readable origin, stated in every output
+    synthetic: bool
+
+
+def load_all(config: UNetConfig, data_dir: str | Path | None = None,
+             synthetic: bool = False) -> tuple[list[dict], str, bool]:
+    """All examples of the configured dataset, with a description of where they came from.
+
+    ``synthetic`` forces the synthetic set. An explicit ``data_dir`` must be valid (no silent
+    fallback). Without one, the default locations are tried, then the synthetic set is used.
+    """
+    if data_dir is None and not synthetic:
+        data_dir = default_data_dir()
+    if data_dir is not None and not synthetic:
+        from unet_keras.data.tfds_builder import load_examples
+
+        examples = load_examples(data_dir, config.dataset)
+        return examples, f"Zheng et al. 2018 {config.dataset} ({len(examples)} images) from {Path(data_dir).resolve()}", False
+    from unet_keras.data.synthetic import SYNTHETIC_NOTE, synthetic_dataset
+
+    log.warning("no real data found: using the synthetic set")
+    examples = synthetic_dataset(SYNTHETIC_IMAGES, size=120, seed=config.seed)
+    return examples, f"{SYNTHETIC_NOTE}, {len(examples)} images", True
+
+
+def load_fold(config: UNetConfig, data_dir: str | Path | None = None,
+              synthetic: bool = False) -> FoldData:
+    """Train/val/test examples for ``config.fold`` (see ``load_all`` for the data source)."""
+    examples, source, synthetic = load_all(config, data_dir, synthetic)
+    parts = fold_indices([e["image_id"] for e in examples], config.fold, config.num_folds,
+                         config.split_seed, config.val_fraction)
+    pick = {name: [examples[i] for i in idx] for name, idx in parts.items()}
+    return FoldData(pick["train"], pick["val"], pick["test"], source, synthetic)

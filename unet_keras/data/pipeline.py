@@ -1,0 +1,54 @@
+"""Batches for ``keras.Model.fit``: a PyDataset over in-memory examples with mask-aligned augmentation."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from unet_keras.config import UNetConfig
+from unet_keras.data.augment import Augmenter
+from unet_keras.preprocess import mask_targets
+
+
+class TrainingBatches(keras.utils.PyDataset):
+    """Shuffled, augmented (image, target) batches; one epoch visits every example once.
+
+    The same preprocessing as inference applies ([0, 1] float32 RGB); targets are the whole
+    cell (and nucleus) channels from ``mask_targets``.
+    """
+
+    def __init__(self, examples: list[dict], config: UNetConfig, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not examples:
+            raise ValueError("no training examples")
+        self.examples = examples
+        self.config = config
+        self.augmenter = Augmenter(
+            config.image_size, flips=config.augment, rot90=config.augment,
+            free_rotation=config.augment,
+            scale_range=config.scale_range if config.augment else (1.0, 1.0),
+            stain=config.augment and config.stain_augment, colour=config.augment, seed=seed,
+        )
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(examples))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.examples) / self.config.batch_size)
+
+    def __getitem__(self, index: int):
+        size, bs = self.config.image_size, self.config.batch_size
+        chosen = self.order[index * bs:(index + 1) * bs]
+        x = np.empty((len(chosen), size, size, 3), np.float32)
+        masks = np.empty((len(chosen), size, size), np.uint8)
+        for row, i in enumerate(chosen):
+            example = self.examples[i]
+            if self.config.augment:
+                x[row], masks[row] = self.augmenter(example["image"], example["mask"])
+            else:
+                x[row], masks[row] = self.augmenter.center(example["image"], example["mask"])
+        return x, mask_targets(masks, self.config.out_channels)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.examples))

@@ -1,0 +1,38 @@
+"""Keras inference through the shared preprocessing: images in, probability maps out."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Sequence
+
+import numpy as np
+
+from unet_keras.preprocess import crop_to, pad_to_multiple, to_model_input
+
+ProbabilityFn = Callable[[np.ndarray], np.ndarray]
+
+
+def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
+                          batch_size: int = 16) -> list[np.ndarray]:
+    """Probability maps (H, W, C) float32 for each image, batching images of equal size.
+
+    Each image goes through ``to_model_input`` and ``pad_to_multiple``; outputs are cropped
+    back, so any image size is accepted.
+    """
+    by_shape: dict[tuple, list[int]] = defaultdict(list)
+    prepared = [to_model_input(image) for image in images]
+    for i, x in enumerate(prepared):
+        by_shape[x.shape].append(i)
+    out: list[np.ndarray | None] = [None] * len(prepared)
+    for indices in by_shape.values():
+        batch, size = pad_to_multiple(np.stack([prepared[i] for i in indices]), multiple)
+        probs = np.asarray(model.predict(batch, batch_size=batch_size, verbose=0), np.float32)
+        probs = crop_to(probs, size)
+        for row, i in enumerate(indices):
+            out[i] = probs[row]
+    return out  # type: ignore[return-value]
+
+
+def keras_probability_fn(model, multiple: int) -> ProbabilityFn:
+    """One-image probability function over a Keras model, for ``predict``."""
+    return lambda image: predict_probabilities(model, [image], multiple)[0]

@@ -1,0 +1,90 @@
+"""Batch prediction: images in, masks / overlays / a per-cell table out, bad files skipped and reported."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from unet_keras.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_png
+from unet_keras.postprocess import (labels_to_png, measure_cells, overlay, probabilities_to_labels,
+                                    separate_instances, write_cells_csv)
+
+log = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """Inputs that cannot be predicted on at all (missing paths, nothing to read)."""
+
+
+@dataclass
+class PredictSummary:
+    written: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, conversion)
+    n_cells: int = 0
+
+
+def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand files and directories (their image files, sorted, not recursive)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir()
+                                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                                and not p.stem.endswith(("_mask", "_overlay"))))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    if not found:
+        raise InputError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {list(map(str, paths))}")
+    return found
+
+
+def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray], np.ndarray],
+                  thresholds: Sequence[float], out_dir: Path, strict: bool = False,
+                  instance_method: str = "watershed") -> PredictSummary:
+    """Segment each file and write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``cells.csv``.
+
+    Unreadable files are recorded in the summary and skipped (or, with ``strict``, re-raised).
+    Every file is written under a temporary name and renamed, so readers never see a partial file.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = PredictSummary()
+    rows: list[dict] = []
+    stems: dict[str, Path] = {}
+    for path in inputs:
+        if path.stem in stems:
+            reason = f"output name {path.stem!r} already used by {stems[path.stem]}"
+            if strict:
+                raise InputError(f"{path}: {reason}")
+            summary.refused.append((str(path), reason))
+            continue
+        try:
+            image, notes = read_rgb(path)
+            prob = probability_fn(image)
+        except ImageReadError as err:
+            if strict:
+                raise
+            log.error("skipped %s", err)
+            summary.refused.append((str(path), str(err)))
+            continue
+        stems[path.stem] = path
+        summary.notes.extend((str(path), note) for note in notes)
+        labels = probabilities_to_labels(prob, thresholds)
+        nucleus = labels == 2 if prob.shape[-1] == 2 else None
+        instances = separate_instances(labels > 0, nucleus, method=instance_method)
+        cells = measure_cells(instances, labels, path.name)
+        rows.extend(cells)
+        summary.n_cells += len(cells)
+        write_png(out_dir / f"{path.stem}_mask.png", labels_to_png(labels, prob.shape[-1]))
+        write_png(out_dir / f"{path.stem}_overlay.png", overlay(image, labels))
+        summary.written.append(str(path))
+    if summary.written:
+        write_cells_csv(rows, out_dir / "cells.csv")
+    return summary
