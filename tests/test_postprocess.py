@@ -1,0 +1,244 @@
+"""Postprocessing: thresholds, PNG encoding, instance separation, measurements, overlay, CSV."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from unet_keras.postprocess import (
+    CELL_COLUMNS,
+    CONTOUR_COLOUR,
+    CYTOPLASM_COLOUR,
+    NUCLEUS_COLOUR,
+    labels_to_png,
+    measure_cells,
+    overlay,
+    png_to_labels,
+    probabilities_to_labels,
+    separate_instances,
+    write_cells_csv,
+)
+
+
+def test_one_channel_threshold_is_inclusive():
+    prob = np.array([[0.2, 0.5], [0.49, 0.9]], dtype=np.float32)[..., None]
+    np.testing.assert_array_equal(probabilities_to_labels(prob, [0.5]), [[0, 1], [0, 1]])
+    np.testing.assert_array_equal(probabilities_to_labels(prob, [0.3]), [[0, 1], [1, 1]])
+    assert probabilities_to_labels(prob, [0.5]).dtype == np.uint8
+
+
+def test_two_channel_thresholds():
+    # (p_cell, p_nucleus) per pixel, thresholds (0.5, 0.6):
+    # background; cell only -> 1; cell and nucleus -> 2; nucleus without cell -> still 2
+    # (a nucleus pixel is a cell pixel); nucleus just below 0.6 -> 1.
+    prob = np.array([[[0.1, 0.1], [0.7, 0.2], [0.9, 0.8], [0.2, 0.6], [0.9, 0.59]]],
+                    dtype=np.float32)
+    np.testing.assert_array_equal(probabilities_to_labels(prob, (0.5, 0.6)), [[0, 1, 2, 2, 1]])
+    # One threshold serves both channels: (0.2, 0.59) is now a nucleus at 0.55.
+    np.testing.assert_array_equal(probabilities_to_labels(prob, [0.55]), [[0, 1, 2, 2, 2]])
+
+
+@pytest.mark.parametrize("prob, thresholds, message", [
+    (np.zeros((4, 4), np.float32), [0.5], "expected"),
+    (np.zeros((4, 4, 3), np.float32), [0.5], "expected"),
+    (np.zeros((4, 4, 2), np.float32), [0.5, 0.5, 0.5], "thresholds"),
+    (np.zeros((4, 4, 1), np.float32), [1.5], "thresholds"),
+    (np.zeros((4, 4, 1), np.uint8), [0.5], "dtype"),
+])
+def test_probabilities_to_labels_rejects_bad_input(prob, thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        probabilities_to_labels(prob, thresholds)
+
+
+def test_png_encoding_round_trip():
+    label_map = np.array([[0, 1, 2]], dtype=np.uint8)
+    np.testing.assert_array_equal(labels_to_png(label_map, 2), [[0, 128, 255]])
+    np.testing.assert_array_equal(labels_to_png(label_map, 1), [[0, 255, 255]])
+    assert labels_to_png(label_map, 2).dtype == np.uint8
+    np.testing.assert_array_equal(png_to_labels(labels_to_png(label_map, 2)), label_map)
+    # A 1-channel PNG reads back as 0/2: label > 0 is still the whole cell.
+    np.testing.assert_array_equal(png_to_labels(labels_to_png(label_map, 1)), [[0, 2, 2]])
+    with pytest.raises(ValueError, match="out_channels"):
+        labels_to_png(label_map, 3)
+    with pytest.raises(ValueError, match="0..2"):
+        labels_to_png(label_map + 1, 2)
+
+
+def test_png_grey_values_go_to_nearest_level():
+    # Nearest of 0 / 128 / 255: 60 -> 0, 100 -> 128, 200 -> 255, 191 -> 128 (63 vs 64),
+    # 192 -> 255 (64 vs 63). 64 is equally far from 0 and 128: ties go to the lower label.
+    grey = np.array([[0, 60, 64, 65, 100, 128, 191, 192, 200, 255]], dtype=np.uint8)
+    np.testing.assert_array_equal(png_to_labels(grey), [[0, 0, 0, 1, 1, 1, 1, 2, 2, 2]])
+    assert png_to_labels(grey).dtype == np.uint8
+    np.testing.assert_array_equal(png_to_labels(np.array([191.5, 191.6])), [1, 2])
+    with pytest.raises(ValueError, match="0..255"):
+        png_to_labels(np.array([0, 300]))
+
+
+def _two_disks(radius=15, gap=22, shape=(60, 80)):
+    """Two disks of the given radius whose centres (30, 25) and (30, 25 + gap) overlap."""
+    mask = np.zeros(shape, dtype=bool)
+    centres = [(30, 25), (30, 25 + gap)]
+    for centre in centres:
+        mask[disk(centre, radius, shape=shape)] = True
+    return mask, centres
+
+
+def test_watershed_splits_overlapping_disks():
+    # Centres 22 px apart, radius 15: the neck is 2 * sqrt(15^2 - 11^2) = 20.4 px wide, so the
+    # distance transform has two peaks of 15 over a saddle of ~10: two cells.
+    mask, (c1, c2) = _two_disks()
+    assert separate_instances(mask, method="components").max() == 1
+    instances = separate_instances(mask)
+    assert instances.dtype == np.int32 and instances.max() == 2
+    assert instances[c1] != instances[c2]
+    np.testing.assert_array_equal(instances > 0, mask)  # no pixel lost
+    # By symmetry the cut is the midline column 36: everything left of it is the first cell.
+    assert np.all(instances[:, :36][mask[:, :36]] == instances[c1])
+    assert np.all(instances[:, 37:][mask[:, 37:]] == instances[c2])
+
+
+def test_watershed_keeps_a_single_disk_whole():
+    for radius in (6, 12, 25):
+        mask = np.zeros((64, 64), dtype=bool)
+        mask[disk((32, 32), radius)] = True
+        instances = separate_instances(mask, min_size=1)
+        assert instances.max() == 1, radius
+        np.testing.assert_array_equal(instances > 0, mask)
+
+
+def test_shallow_bleb_is_not_a_cell():
+    # A radius-5 bleb centred 18 px from the centre of a radius-15 cell: the circles cross at
+    # x = (225 - 25 + 18^2) / 36 = 14.56, y = sqrt(225 - 14.56^2) = 3.6, so the bleb's distance
+    # peak (~5) rises only ~1.4 px above the neck: below h = 2, above h = 0.5.
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[disk((32, 32), 15)] = True
+    mask[disk((32, 50), 5)] = True
+    assert separate_instances(mask, min_size=1).max() == 1
+    assert separate_instances(mask, min_size=1, h=0.5).max() == 2
+
+
+def test_watershed_from_nuclei_splits_cells_without_a_neck():
+    # A 20x40 rectangle is two 20x20 cells side by side: no neck, one distance ridge.
+    cell = np.zeros((30, 50), dtype=bool)
+    cell[5:25, 5:45] = True
+    nucleus = np.zeros_like(cell)
+    nucleus[12:18, 10:16] = True
+    nucleus[12:18, 34:40] = True
+    assert separate_instances(cell).max() == 1
+    instances = separate_instances(cell, nucleus)
+    assert instances.max() == 2
+    assert instances[15, 12] != instances[15, 37]
+
+
+def test_lobed_nucleus_fragments_stay_one_cell():
+    # One round cell whose nucleus came out as three lobes 3 px apart (gaps: columns 23-25 and
+    # 30-32). Without joining fragments it would be cut into three cells.
+    cell = np.zeros((60, 60), dtype=bool)
+    cell[disk((30, 30), 20)] = True
+    nucleus = np.zeros_like(cell)
+    nucleus[27:34, 18:23] = nucleus[27:34, 26:30] = nucleus[27:34, 33:38] = True
+    assert separate_instances(cell, nucleus, nucleus_gap_px=0).max() == 3
+    assert separate_instances(cell, nucleus).max() == 1
+
+
+def test_cell_without_nucleus_falls_back_to_distance_peaks():
+    # Overlapping disks without a nucleus mask pixel are still split by distance peaks, while
+    # a separate cell with a nucleus is seeded by it.
+    mask, (c1, c2) = _two_disks(shape=(60, 120))
+    mask[disk((30, 100), 10)] = True
+    nucleus = np.zeros_like(mask)
+    nucleus[28:33, 98:103] = True
+    instances = separate_instances(mask, nucleus)
+    assert instances.max() == 3
+    assert len({instances[c1], instances[c2], instances[30, 100]}) == 3
+
+
+def test_small_objects_are_removed():
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[5:15, 5:15] = True  # 100 px
+    mask[30:35, 30:35] = True  # 25 px < 30
+    for method in ("components", "watershed"):
+        instances = separate_instances(mask, method=method, min_size=30)
+        assert instances.max() == 1 and np.count_nonzero(instances) == 100
+    with pytest.raises(ValueError, match="method"):
+        separate_instances(mask, method="magic")
+
+
+def test_measure_square_cell_with_square_nucleus():
+    # A 10x10 cell (rows 2-11, cols 3-12) with a 4x4 nucleus: area 100, nucleus 16,
+    # cytoplasm 84, nc ratio 16/84 = 4/21; centroid (6.5, 7.5); a square has eccentricity 0.
+    label_map = np.zeros((20, 20), dtype=np.uint8)
+    label_map[2:12, 3:13] = 1
+    label_map[5:9, 6:10] = 2
+    instances = separate_instances(label_map > 0, method="components")
+    (row,) = measure_cells(instances, label_map, "cell.bmp")
+    assert list(row) == CELL_COLUMNS
+    assert row["image"] == "cell.bmp" and row["label"] == 1
+    assert (row["area"], row["nucleus_area"], row["cytoplasm_area"]) == (100, 16, 84)
+    assert row["nc_ratio"] == pytest.approx(4 / 21)
+    assert (row["centroid_y"], row["centroid_x"]) == pytest.approx((6.5, 7.5))
+    assert (row["bbox_min_row"], row["bbox_min_col"], row["bbox_max_row"],
+            row["bbox_max_col"]) == (2, 3, 12, 13)
+    assert row["eccentricity"] == pytest.approx(0.0, abs=1e-6)
+    assert row["solidity"] == pytest.approx(1.0)
+
+    (unknown,) = measure_cells(instances, label_map, "cell.bmp", has_nucleus=False)
+    assert math.isnan(unknown["nc_ratio"]) and math.isnan(unknown["nucleus_area"])
+
+
+def test_measure_disk_and_all_nucleus_cell():
+    # A digital disk of radius 5 holds the 69 lattice points with y^2 + x^2 < 25
+    # (columns x = 0, ±1, ±2, ±3, ±4 hold 9, 9, 9, 7, 5 points: 9 + 18 + 18 + 14 + 10).
+    label_map = np.zeros((30, 30), dtype=np.uint8)
+    label_map[disk((10, 10), 5)] = 2  # all nucleus, no cytoplasm
+    label_map[20:24, 20:26] = 1
+    instances = separate_instances(label_map > 0, method="components", min_size=1)
+    disk_row, rect_row = measure_cells(instances, label_map, "x.png")
+    assert disk_row["area"] == 69 and disk_row["nucleus_area"] == 69
+    assert (disk_row["centroid_y"], disk_row["centroid_x"]) == pytest.approx((10.0, 10.0))
+    assert math.isnan(disk_row["nc_ratio"])  # cytoplasm area 0
+    assert rect_row["area"] == 24 and rect_row["nc_ratio"] == 0.0
+    assert rect_row["eccentricity"] > 0.5  # a 4x6 rectangle is elongated
+
+
+def test_overlay_tints_and_contours():
+    image = np.full((12, 12, 3), 100, dtype=np.uint8)
+    label_map = np.zeros((12, 12), dtype=np.uint8)
+    label_map[2:10, 2:10] = 1
+    label_map[5:7, 5:7] = 2
+    out = overlay(image, label_map, alpha=0.5)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    np.testing.assert_array_equal(out[0, 0], [100, 100, 100])  # background untouched
+    np.testing.assert_array_equal(out[2, 2], CONTOUR_COLOUR)  # inner boundary of the cell
+    # Halfway between grey 100 and each colour, rounded half to even.
+    np.testing.assert_array_equal(out[3, 3], np.round((100 + np.array(CYTOPLASM_COLOUR)) / 2))
+    np.testing.assert_array_equal(out[5, 5], np.round((100 + np.array(NUCLEUS_COLOUR)) / 2))
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(image, label_map, alpha=2.0)
+    with pytest.raises(ValueError, match="uint8"):
+        overlay(image.astype(np.float32), label_map)
+
+
+def test_write_cells_csv(tmp_path):
+    label_map = np.zeros((20, 20), dtype=np.uint8)
+    label_map[2:12, 3:13] = 1
+    label_map[5:9, 6:10] = 2
+    label_map[15:18, 15:18] = 2  # no cytoplasm: nc ratio NaN
+    instances = separate_instances(label_map > 0, method="components", min_size=1)
+    rows = measure_cells(instances, label_map, "a.bmp")
+    path = tmp_path / "cells.csv"
+    write_cells_csv(rows, path)
+    assert b"\r" not in path.read_bytes()  # one newline per row on POSIX, not csv's "\r\n"
+    with path.open(newline="") as handle:
+        read = list(csv.DictReader(handle))
+    assert list(read[0]) == CELL_COLUMNS
+    assert [r["label"] for r in read] == ["1", "2"]
+    assert float(read[0]["nc_ratio"]) == pytest.approx(4 / 21)
+    assert read[1]["nc_ratio"] == "nan"
+    assert [p.name for p in tmp_path.iterdir()] == ["cells.csv"]  # no temporary left behind
+    with pytest.raises(ValueError):
+        write_cells_csv([{"bogus": 1}], tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()

@@ -1,0 +1,259 @@
+"""The one postprocessing path: probabilities -> label map -> cell instances -> measurements.
+
+Label maps are uint8 (H, W): 0 background, 1 cytoplasm, 2 nucleus; the whole white cell is
+``label > 0``. A 1-channel model has no nucleus and uses label 1 for the whole cell.
+
+Numpy, scipy and scikit-image only: the keras-free deployment runtime imports this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.measure import label as connected_components
+from skimage.measure import regionprops
+from skimage.morphology import disk, h_maxima
+from skimage.segmentation import find_boundaries, relabel_sequential, watershed
+
+from unet_keras.image_io import atomic_output
+
+# Grey values of the dataset's mask PNGs for background, cytoplasm and nucleus.
+PNG_VALUES = (0, 128, 255)
+CELL_COLUMNS = [
+    "image", "label", "area", "centroid_y", "centroid_x",
+    "bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col",
+    "eccentricity", "solidity", "nucleus_area", "cytoplasm_area", "nc_ratio",
+]
+CYTOPLASM_COLOUR = (0, 200, 255)  # sky blue, apart from the pink/purple of stained smears
+NUCLEUS_COLOUR = (255, 200, 0)  # amber
+CONTOUR_COLOUR = (0, 255, 0)
+
+
+def probabilities_to_labels(prob: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Threshold model probabilities (H, W, C) into a uint8 label map.
+
+    A pixel is "on" in a channel when its probability is >= the channel's threshold.
+    C = 1: 1 where on (the whole cell). C = 2: the cell is where either channel is on, since a
+    nucleus pixel is a cell pixel even where the whole-cell channel hesitates; label 2 where the
+    nucleus channel is on, label 1 on the rest of the cell.
+
+    Args:
+        prob: float probabilities, shape (H, W, 1) or (H, W, 2).
+        thresholds: one threshold for every channel, or one per channel, each in [0, 1].
+    Raises:
+        ValueError: wrong rank, channel count, dtype or thresholds.
+    """
+    prob = np.asarray(prob)
+    if prob.ndim != 3 or prob.shape[2] not in (1, 2):
+        raise ValueError(f"probabilities of shape {prob.shape}; expected (H, W, 1) or (H, W, 2)")
+    if not np.issubdtype(prob.dtype, np.floating):
+        raise ValueError(f"probabilities of dtype {prob.dtype}; expected floats in [0, 1]")
+    channels = prob.shape[2]
+    thresholds = tuple(float(t) for t in thresholds)
+    if len(thresholds) not in (1, channels) or not all(0.0 <= t <= 1.0 for t in thresholds):
+        raise ValueError(f"thresholds {thresholds}; expected 1 or {channels} values in [0, 1]")
+    if len(thresholds) == 1:
+        thresholds = thresholds * channels
+    # Thresholds in the probabilities' dtype, so a value equal to the threshold is on.
+    on = prob >= np.asarray(thresholds, dtype=prob.dtype)
+    labels = on[..., 0].astype(np.uint8)
+    if channels == 2:
+        labels[on[..., 1]] = 2
+    return labels
+
+
+def labels_to_png(label_map: np.ndarray, out_channels: int) -> np.ndarray:
+    """Label map -> uint8 mask in the dataset's encoding.
+
+    2 channels: 0 background, 128 cytoplasm, 255 nucleus. 1 channel: 0 background, 255 cell.
+    """
+    label_map = np.asarray(label_map)
+    if out_channels not in (1, 2):
+        raise ValueError(f"out_channels={out_channels}; expected 1 or 2")
+    if label_map.ndim != 2 or label_map.size and (label_map.min() < 0 or label_map.max() > 2):
+        raise ValueError(f"label map of shape {label_map.shape}; expected (H, W) with values 0..2")
+    if out_channels == 1:
+        return np.where(label_map > 0, 255, 0).astype(np.uint8)
+    return np.asarray(PNG_VALUES, dtype=np.uint8)[label_map.astype(np.intp)]
+
+
+def png_to_labels(mask_png_values: np.ndarray) -> np.ndarray:
+    """Mask grey values (0..255) -> uint8 label map, each value taken to the nearest of 0/128/255.
+
+    Anti-aliased edges hold grey values in between. Ties go to the lower label: 64 -> 0 and
+    191.5 -> 1 (integers cannot tie on the upper side: 191 -> 1, 192 -> 2). A 1-channel mask
+    (0/255) reads back as 0/2, whose ``label > 0`` is still the whole cell.
+
+    Raises:
+        ValueError: values outside 0..255 (the file is not an 8-bit mask).
+    """
+    values = np.asarray(mask_png_values)
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise ValueError(f"mask values span {values.min()}..{values.max()}; expected 0..255")
+    # Midpoints of (0, 128) and (128, 255); strict '>' sends ties down.
+    return ((values > 64).astype(np.uint8) + (values > 191.5)).astype(np.uint8)
+
+
+def _as_mask(mask: np.ndarray, name: str) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"{name} of shape {mask.shape}; expected a 2-D (H, W) mask")
+    return mask.astype(bool, copy=False)
+
+
+def _nucleus_markers(cell: np.ndarray, nucleus: np.ndarray, gap_px: int) -> np.ndarray:
+    """One marker per nucleus, joining fragments at most about ``gap_px`` apart."""
+    nuclei = nucleus & cell
+    radius = math.ceil(gap_px / 2)
+    grown = ndi.binary_dilation(nuclei, structure=disk(radius)) & cell if radius > 0 else nuclei
+    return connected_components(grown, connectivity=2) * nuclei
+
+
+def _watershed(cell: np.ndarray, nucleus: np.ndarray | None, h: float, gap_px: int) -> np.ndarray:
+    distance = ndi.distance_transform_edt(cell)
+    components = connected_components(cell, connectivity=2)
+    markers = np.zeros(cell.shape, dtype=np.int32)
+    if nucleus is not None:
+        markers = _nucleus_markers(cell, nucleus, gap_px).astype(np.int32)
+    # Cells without any nucleus pixel (or every cell, without a nucleus channel) are seeded by
+    # the distance-transform maxima that rise at least h px above the neck joining them.
+    seeded = np.zeros(components.max() + 1, dtype=bool)
+    seeded[np.unique(components[markers > 0])] = True
+    seeded[0] = True
+    peaks = h_maxima(distance, h).astype(bool) & ~seeded[components]
+    peak_ids = connected_components(peaks, connectivity=2)
+    markers[peaks] = peak_ids[peaks] + markers.max()
+    instances = watershed(-distance, markers, mask=cell)
+    # Components too thin to hold a maximum of height h get no marker; keep them whole.
+    left = connected_components(cell & (instances == 0), connectivity=2)
+    instances[left > 0] = left[left > 0] + instances.max()
+    return instances
+
+
+def separate_instances(cell_mask: np.ndarray, nucleus_mask: np.ndarray | None = None,
+                       method: str = "watershed", min_size: int = 30, *, h: float = 2.0,
+                       nucleus_gap_px: int = 4) -> np.ndarray:
+    """Split a whole-cell mask into cell instances.
+
+    "components": 8-connected components. "watershed": watershed of the negated distance
+    transform, restricted to the cell mask, so touching cells part at the neck between them.
+    Markers are the nuclei when a nucleus mask is given: a white cell has one nucleus, and a
+    nucleus still tells two cells apart where they touch along a wide front with no neck.
+    Lobed nuclei (neutrophils) often come out as several fragments, so fragments at most
+    ``nucleus_gap_px`` apart join into one marker; nuclei of neighbouring cells are kept
+    further apart by their cytoplasm. Cells with no nucleus pixel, and every cell when no
+    nucleus mask is given, are seeded by h-maxima of the distance transform: maxima standing
+    at least ``h`` px above the saddle that joins them to a higher one. A small bleb on a
+    cell's edge rises little above its neck and stays part of the cell, while two overlapping
+    cells rise by their radius minus the neck half-width. This criterion is scale-free, unlike
+    ``peak_local_max`` whose min_distance/footprint would have to match the cell size.
+
+    Args:
+        cell_mask: boolean (H, W) whole-cell mask.
+        nucleus_mask: optional boolean (H, W) nucleus mask.
+        method: "watershed" or "components".
+        min_size: objects with fewer pixels are removed (set to background).
+        h: minimum height, in px, of a distance maximum that seeds its own cell.
+        nucleus_gap_px: nucleus fragments about this close or closer are one nucleus.
+    Returns:
+        int32 (H, W) instance labels 1..N, 0 background.
+    """
+    cell = _as_mask(cell_mask, "cell_mask")
+    nucleus = None if nucleus_mask is None else _as_mask(nucleus_mask, "nucleus_mask")
+    if nucleus is not None and nucleus.shape != cell.shape:
+        raise ValueError(f"nucleus_mask shape {nucleus.shape} differs from cell_mask shape "
+                         f"{cell.shape}; expected equal shapes")
+    if method == "components":
+        instances = connected_components(cell, connectivity=2)
+    elif method == "watershed":
+        instances = _watershed(cell, nucleus, h, nucleus_gap_px)
+    else:
+        raise ValueError(f"method={method!r}; expected 'watershed' or 'components'")
+    sizes = np.bincount(instances.ravel())
+    small = sizes < min_size
+    small[0] = False
+    instances[small[instances]] = 0
+    return relabel_sequential(instances)[0].astype(np.int32)
+
+
+def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
+                  has_nucleus: bool = True) -> list[dict]:
+    """One row of ``CELL_COLUMNS`` per cell instance, in label order.
+
+    Bounding boxes follow regionprops: min inclusive, max exclusive. ``nc_ratio`` is nucleus
+    area / cytoplasm area, NaN when the cell has no cytoplasm pixel. With ``has_nucleus=False``
+    (a 1-channel model) nucleus_area, cytoplasm_area and nc_ratio are NaN: unknown, not zero.
+    """
+    instances, label_map = np.asarray(instances), np.asarray(label_map)
+    if instances.shape != label_map.shape or instances.ndim != 2:
+        raise ValueError(f"instances {instances.shape} and label map {label_map.shape}; "
+                         "expected equal 2-D shapes")
+    n = int(instances.max(initial=0)) + 1
+    nucleus_area = np.bincount(instances.ravel(), weights=(label_map == 2).ravel(), minlength=n)
+    cytoplasm_area = np.bincount(instances.ravel(), weights=(label_map == 1).ravel(), minlength=n)
+    rows = []
+    for region in regionprops(instances):
+        min_row, min_col, max_row, max_col = region.bbox
+        nucleus, cytoplasm = int(nucleus_area[region.label]), int(cytoplasm_area[region.label])
+        if has_nucleus:
+            ratio = nucleus / cytoplasm if cytoplasm else math.nan
+        else:
+            nucleus = cytoplasm = ratio = math.nan
+        rows.append({
+            "image": image_name, "label": int(region.label), "area": int(region.area),
+            "centroid_y": float(region.centroid[0]), "centroid_x": float(region.centroid[1]),
+            "bbox_min_row": int(min_row), "bbox_min_col": int(min_col),
+            "bbox_max_row": int(max_row), "bbox_max_col": int(max_col),
+            "eccentricity": float(region.eccentricity), "solidity": float(region.solidity),
+            "nucleus_area": nucleus, "cytoplasm_area": cytoplasm, "nc_ratio": ratio,
+        })
+    return rows
+
+
+def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.4,
+            instances: np.ndarray | None = None) -> np.ndarray:
+    """Tint cytoplasm and nucleus over a uint8 RGB image and draw instance contours.
+
+    Args:
+        image: uint8 (H, W, 3).
+        label_map: uint8 (H, W) label map.
+        alpha: tint opacity in [0, 1].
+        instances: instance labels whose contours are drawn; by default the 8-connected
+            components of ``label_map > 0``.
+    Returns:
+        uint8 (H, W, 3), to save as ``<stem>_overlay.png``.
+    """
+    image, label_map = np.asarray(image), np.asarray(label_map)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image {image.dtype} {image.shape}; expected uint8 (H, W, 3)")
+    if label_map.shape != image.shape[:2]:
+        raise ValueError(f"label map {label_map.shape}; expected {image.shape[:2]} like the image")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha}; expected a value in [0, 1]")
+    out = image.astype(np.float64)
+    for value, colour in ((1, CYTOPLASM_COLOUR), (2, NUCLEUS_COLOUR)):
+        where = label_map == value
+        out[where] = (1.0 - alpha) * out[where] + alpha * np.asarray(colour, dtype=np.float64)
+    if instances is None:
+        instances = connected_components(label_map > 0, connectivity=2)
+    out[find_boundaries(instances, mode="inner")] = CONTOUR_COLOUR
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def write_cells_csv(rows: list[dict], path: str | Path) -> None:
+    """Write ``measure_cells`` rows (of one or many images) as CSV, atomically.
+
+    Raises:
+        ValueError: a row has a key outside ``CELL_COLUMNS``.
+    """
+    with atomic_output(path, "w") as handle:
+        # The temporary file is opened in text mode without newline=""; a "\n" terminator lets
+        # that mode write the platform's line ending instead of doubling csv's "\r\n" on Windows.
+        writer = csv.DictWriter(handle, fieldnames=CELL_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
