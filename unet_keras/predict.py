@@ -79,11 +79,11 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
         labels = probabilities_to_labels(prob, thresholds)
         nucleus = labels == 2 if prob.shape[-1] == 2 else None
         instances = separate_instances(labels > 0, nucleus, method=instance_method)
-        cells = measure_cells(instances, labels, path.name)
+        cells = measure_cells(instances, labels, path.name, has_nucleus=nucleus is not None)
         rows.extend(cells)
         summary.n_cells += len(cells)
         write_png(out_dir / f"{path.stem}_mask.png", labels_to_png(labels, prob.shape[-1]))
-        write_png(out_dir / f"{path.stem}_overlay.png", overlay(image, labels))
+        write_png(out_dir / f"{path.stem}_overlay.png", overlay(image, labels, instances=instances))
         summary.written.append(str(path))
     if summary.written:
         write_cells_csv(rows, out_dir / "cells.csv")

@@ -1,0 +1,88 @@
+"""End-to-end CLI runs on small synthetic data (tiny model, a couple of epochs)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+from tests.test_data import write_dataset
+
+TINY = ["--depth", "2", "--base-filters", "4", "--image-size", "64", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    done = run_cli("train", "--synthetic", "--epochs", "2", "--out-channels", "2", *TINY,
+                   "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SYNTHETIC" in done.stdout
+    return out
+
+
+def test_train_writes_a_complete_run(trained_run):
+    for name in ("model.keras", "config.json", "history.csv", "metrics.json", "test_per_image.csv"):
+        assert (trained_run / name).is_file(), name
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["synthetic"] is True and "SYNTHETIC" in metrics["data_source"]
+    assert metrics["epochs_run"] == 2 and len(metrics["thresholds"]) == 2
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["thresholds"] == metrics["thresholds"] and config["out_channels"] == 2
+    assert not trained_run.with_name("tiny.partial").exists()
+
+
+def test_train_refuses_existing_output(trained_run):
+    done = run_cli("train", "--synthetic", "--epochs", "1", *TINY, "--out", str(trained_run))
+    assert done.returncode == 1 and "already exists" in done.stderr
+
+
+def test_evaluate_writes_metrics_and_per_image_csv(trained_run, tmp_path):
+    done = run_cli("evaluate", "--model", str(trained_run), "--synthetic", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
+    assert metrics["test"]["n_images"] == len(rows) == 40
+    assert np.mean([float(r["whole_cell_dice"]) for r in rows]) == pytest.approx(
+        metrics["test"]["whole_cell_dice"], abs=1e-9)
+
+
+def test_predict_writes_masks_overlays_and_cells(trained_run, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (75, 130, 3), np.uint8)).save(inputs / "odd.png")
+    Image.fromarray(rng.integers(0, 255, (64, 64), np.uint8)).save(inputs / "gray.bmp")
+    (inputs / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out"
+    done = run_cli("predict", str(inputs), "--model", str(trained_run), "--out", str(out))
+    assert done.returncode == 3, done.stderr[-3000:]  # one input refused, the rest written
+    assert "broken.png" in done.stderr and "not a readable image" in done.stderr
+    assert "converted grayscale to RGB" in done.stdout
+    mask = np.array(Image.open(out / "odd_mask.png"))
+    assert mask.shape == (75, 130) and set(np.unique(mask)) <= {0, 128, 255}
+    assert np.array(Image.open(out / "odd_overlay.png")).shape == (75, 130, 3)
+    assert (out / "gray_mask.png").is_file() and not (out / "broken_mask.png").exists()
+    header = (out / "cells.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["image", "label", "area"] and "nc_ratio" in header
+    strict = run_cli("predict", str(inputs), "--model", str(trained_run), "--out",
+                     str(tmp_path / "strict"), "--strict")
+    assert strict.returncode == 1 and "broken.png" in strict.stderr
+
+
+def test_train_on_bad_data_dir_leaves_nothing(tmp_path):
+    write_dataset(tmp_path / "data", n=3)
+    (tmp_path / "data" / "Dataset 1" / "002.png").unlink()
+    out = tmp_path / "run"
+    done = run_cli("train", "--data-dir", str(tmp_path / "data"), "--epochs", "1", *TINY,
+                   "--out", str(out))
+    assert done.returncode == 1
+    assert "002.bmp: no mask; expected 002.png" in done.stderr
+    assert not out.exists() and not out.with_name("run.partial").exists()
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    done = run_cli("predict", str(tmp_path), "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert done.returncode == 1 and "error" in done.stderr
