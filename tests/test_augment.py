@@ -1,0 +1,214 @@
+"""Mask-aligned augmentation: exact dihedral moves, padding, alignment, colour-only changes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.color import hed2rgb, rgb2hed
+
+from unet_keras.data.augment import (
+    AugmentParams,
+    Augmenter,
+    colour_jitter,
+    fit_to_size,
+    stain_jitter,
+)
+from unet_keras.data.synthetic import synthetic_smear
+from unet_keras.preprocess import to_model_input
+
+GEOMETRY_ONLY = dict(stain=False, colour=False)
+
+
+@pytest.fixture(scope="module")
+def smear():
+    return synthetic_smear(120, n_white=2, seed=11)
+
+
+def test_output_shapes_range_and_labels_for_120_to_128(smear):
+    image, mask = smear
+    augmenter = Augmenter(128, seed=0)
+    for _ in range(8):
+        x, y = augmenter(image, mask)
+        assert x.shape == (128, 128, 3) and x.dtype == np.float32
+        assert y.shape == (128, 128) and y.dtype == np.uint8
+        assert 0.0 <= x.min() and x.max() <= 1.0
+        assert set(np.unique(y)) <= {0, 1, 2}
+
+
+def test_nearest_sampling_never_invents_labels():
+    # Bilinear sampling of a 0/2 mask would make 1s along every edge.
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:44, 16:40] = 2
+    image = np.zeros((64, 64, 3), np.uint8)
+    augmenter = Augmenter(64, seed=1, **GEOMETRY_ONLY)
+    for _ in range(5):
+        _, y = augmenter(image, mask)
+        assert set(np.unique(y)) == {0, 2}
+
+
+def test_same_seed_same_sequence_other_seed_differs(smear):
+    image, mask = smear
+    a, b, c = Augmenter(128, seed=7), Augmenter(128, seed=7), Augmenter(128, seed=8)
+    for _ in range(3):
+        xa, ya = a(image, mask)
+        xb, yb = b(image, mask)
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert not np.array_equal(a(image, mask)[0], c(image, mask)[0])
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_flips_and_turns_equal_numpy_exactly(smear, flip, turns):
+    image, mask = (a[:96, 10:106] for a in smear)  # square, not symmetric
+    x, y = Augmenter(96).apply(image, mask, AugmentParams(flip=flip, rot90=turns))
+    expected_image = np.rot90(np.fliplr(image) if flip else image, turns)
+    expected_mask = np.rot90(np.fliplr(mask) if flip else mask, turns)
+    np.testing.assert_array_equal(x, to_model_input(expected_image))
+    np.testing.assert_array_equal(y, expected_mask)
+
+
+def test_dihedral_only_sampling_gives_exact_dihedral_copies(smear):
+    image, mask = (a[:96, 10:106] for a in smear)
+    copies = [np.rot90(f, k) for f in (mask, np.fliplr(mask)) for k in range(4)]
+    augmenter = Augmenter(96, free_rotation=False, scale_range=(1, 1), seed=2, **GEOMETRY_ONLY)
+    seen = set()
+    for _ in range(10):
+        _, y = augmenter(image, mask)
+        matches = [i for i, c in enumerate(copies) if np.array_equal(y, c)]
+        assert len(matches) == 1
+        seen.update(matches)
+    assert len(seen) > 1
+
+
+def test_fit_to_size_reflect_pads_120_by_4_each_side(smear):
+    image, mask = smear
+    x, y = fit_to_size(image, mask, 128)
+    np.testing.assert_array_equal(x[4:124, 4:124], to_model_input(image))
+    np.testing.assert_array_equal(y[4:124, 4:124], mask)
+    # numpy "reflect" mirrors about the edge pixel: padded row 0 is input row 4, row 127 is 115.
+    np.testing.assert_array_equal(y[0, 4:124], mask[4])
+    np.testing.assert_array_equal(y[127, 4:124], mask[115])
+    np.testing.assert_array_equal(y[4:124, 0], mask[:, 4])
+
+
+def test_fit_to_size_crops_and_pads_per_axis():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (300, 117, 3), dtype=np.uint8)
+    mask = rng.integers(0, 3, (300, 117), dtype=np.uint8)
+    x, y = fit_to_size(image, mask, 128)
+    # Rows: crop from (300 - 128 + 1) // 2 = 86. Columns: 11 short, padded 5 before, 6 after.
+    np.testing.assert_array_equal(y[:, 5:122], mask[86:214])
+    np.testing.assert_array_equal(x[:, 5:122], to_model_input(image[86:214]))
+    np.testing.assert_array_equal(y[:, 0], mask[86:214, 5])
+    np.testing.assert_array_equal(y[:, 127], mask[86:214, 110])
+
+
+@pytest.mark.parametrize("shape", [(120, 120), (117, 131), (300, 200), (5, 7)])
+def test_identity_params_equal_fit_to_size(shape):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    mask = rng.integers(0, 3, shape, dtype=np.uint8)
+    size = 16 if shape == (5, 7) else 128  # (5, 7) -> 16 reflects more than once
+    expected = fit_to_size(image, mask, size)
+    got = Augmenter(size).apply(image, mask, AugmentParams())
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    center = Augmenter(size, seed=9).center(image, mask)
+    np.testing.assert_array_equal(center[1], expected[1])
+
+
+def test_mask_stays_on_the_pixels_it_labels(smear):
+    image, mask = smear
+    marked = image.copy()
+    marked[mask == 2] = (0, 255, 0)  # a colour nothing else in the smear has
+    augmenter = Augmenter(128, seed=3, **GEOMETRY_ONLY)
+    for _ in range(6):
+        x, y = augmenter(marked, mask)
+        green = np.linalg.norm(x - np.array([0, 1, 0], np.float32), axis=2) < 0.5
+        nucleus = y == 2
+        ring = np.ones((3, 3))
+        border = ndi.binary_dilation(nucleus, ring) & ~ndi.binary_erosion(nucleus, ring)
+        assert nucleus.sum() > 100
+        assert not ((green ^ nucleus) & ~border).any()
+
+
+def test_mask_and_image_centroids_agree_to_a_fraction_of_a_pixel(smear):
+    # Finer than the 1 px border above: reading the mask at the floor of each coordinate, not
+    # the nearest pixel, moves it by ~0.6 px on average; correct sampling stays near 0.1 px.
+    _, mask = smear
+    indicator = np.repeat((mask == 2)[..., None] * 255, 3, axis=2).astype(np.uint8)
+    augmenter = Augmenter(128, seed=3, **GEOMETRY_ONLY)
+    gaps = []
+    for _ in range(10):
+        x, y = augmenter(indicator, mask)
+        gap = np.subtract(ndi.center_of_mass(x[..., 0]), ndi.center_of_mass(y == 2))
+        gaps.append(np.abs(gap).max())
+    assert np.mean(gaps) < 0.2
+
+
+def test_zoom_by_two_quadruples_a_centred_disc():
+    yy, xx = np.mgrid[:128, :128]
+    mask = ((yy - 63.5) ** 2 + (xx - 63.5) ** 2 <= 10**2).astype(np.uint8)
+    image = np.repeat(mask[..., None] * 255, 3, axis=2).astype(np.uint8)
+    _, y = Augmenter(128).apply(image, mask, AugmentParams(scale=2.0))
+    area = np.pi * 20**2  # radius 10 drawn twice as large: about 1257 px
+    assert abs(int(y.sum()) - area) < 0.05 * area
+
+
+def test_colour_changes_the_image_but_not_the_mask(smear):
+    image, mask = smear
+    plain = Augmenter(128, seed=4, stain=False, colour=False)
+    coloured = Augmenter(128, seed=4, stain=True, colour=True)
+    for _ in range(3):
+        x_plain, y_plain = plain(image, mask)
+        x_col, y_col = coloured(image, mask)
+        np.testing.assert_array_equal(y_plain, y_col)
+        assert np.abs(x_plain - x_col).mean() > 0.005
+
+
+def test_stain_jitter_matches_skimage_hed_round_trip():
+    rng = np.random.default_rng(0)
+    # Colours made from positive stain amounts, so rgb2hed's clamp of negative stains stays idle.
+    image = hed2rgb(rng.uniform(0.01, 0.08, (16, 16, 3))).astype(np.float32)
+    scale, shift = (1.08, 0.93, 1.02), (0.01, -0.005, 0.0)
+    expected = hed2rgb(rgb2hed(image) * np.array(scale) + np.array(shift))
+    np.testing.assert_allclose(stain_jitter(image, scale, shift), expected, atol=1e-4)
+    assert np.abs(expected - image).max() > 0.02  # the jitter is visible at this tolerance
+    np.testing.assert_allclose(stain_jitter(image, (1, 1, 1), (0, 0, 0)), image, atol=1e-5)
+
+
+def test_colour_jitter_worked_values():
+    red = np.zeros((2, 2, 3), np.float32)
+    red[..., 0] = 1.0
+    # A third of a turn about the grey axis sends red to green.
+    turned = colour_jitter(red, AugmentParams(hue=1 / 3))
+    np.testing.assert_allclose(turned[0, 0], [0, 1, 0], atol=1e-6)
+    # No saturation leaves the luma: 0.299 for pure red.
+    grey_red = colour_jitter(red, AugmentParams(saturation=0.0))
+    np.testing.assert_allclose(grey_red[0, 0], [0.299] * 3, atol=1e-6)
+    grey = np.full((2, 2, 3), 0.5, np.float32)
+    np.testing.assert_allclose(colour_jitter(grey, AugmentParams(brightness=0.1)), 0.6, atol=1e-6)
+    np.testing.assert_allclose(colour_jitter(grey, AugmentParams(gamma=2.0)), 0.25, atol=1e-6)
+    # Contrast pivots on the mean luma (0.5 here): 0.25 and 0.75 move to 0.125 and 0.875.
+    halves = np.concatenate([np.full((1, 2, 3), 0.25), np.full((1, 2, 3), 0.75)]).astype(np.float32)
+    out = colour_jitter(halves, AugmentParams(contrast=1.5))
+    np.testing.assert_allclose(out[:, 0, 0], [0.125, 0.875], atol=1e-6)
+
+
+def test_disabled_options_leave_identity_params():
+    augmenter = Augmenter(128, flips=False, rot90=False, free_rotation=False, scale_range=(1, 1),
+                          stain=False, colour=False, seed=0)
+    params = augmenter.sample((128, 128))
+    assert params == dataclasses.replace(AugmentParams(), shift=params.shift)
+    assert params.shift == (0.0, 0.0)  # 128 px image, 128 px window: nothing to crop or pad
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="scale_range"):
+        Augmenter(128, scale_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match="mask shape"):
+        Augmenter(128)(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 11), np.uint8))
