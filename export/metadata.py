@@ -1,0 +1,41 @@
+"""The metadata an exported ONNX file carries, so that the file alone is enough to serve.
+
+Each entry is stored JSON-encoded in the model's ``metadata_props`` under ``unet_keras.<key>``;
+onnxruntime exposes them as ``session.get_modelmeta().custom_metadata_map``. Numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+PREFIX = "unet_keras."
+# config: UNetConfig.to_dict(); thresholds: one per output channel; preprocessing: the contract
+# text; versions: package versions at export; parity: figures of the gate; route, opset, precision.
+KEYS = ("config", "thresholds", "preprocessing", "versions", "parity", "route", "opset", "precision")
+REQUIRED_KEYS = ("config", "thresholds")
+
+
+def set_metadata(model, entries: Mapping[str, Any]) -> None:
+    """Write ``entries`` into an ``onnx.ModelProto``'s metadata_props, replacing same-named keys."""
+    unknown = sorted(set(entries) - set(KEYS))
+    if unknown:
+        raise ValueError(f"unknown metadata keys {unknown}; accepted keys: {list(KEYS)}")
+    encoded = {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in entries.items()}
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in encoded]
+    del model.metadata_props[:]
+    for key, value in kept + sorted(encoded.items()):
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def decode_metadata(custom_map: Mapping[str, str]) -> dict[str, Any]:
+    """``{"unet_keras.<key>": json}`` -> ``{key: value}``; other keys are ignored."""
+    out = {}
+    for key, value in custom_map.items():
+        if key.startswith(PREFIX):
+            try:
+                out[key[len(PREFIX):]] = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"metadata {key!r} is not valid JSON ({err})") from err
+    return out
