@@ -117,8 +117,11 @@ def fix_nhwc_pooling(model: onnx.ModelProto) -> int:
         squeeze = squeezes[0]
         base = pool.name or pool.output[0]
         new_attrs = {k: v for k, v in attrs.items() if k not in ("auto_pad", "storage_order")}
-        new_attrs.update(kernel_shape=kernel[1:3], strides=strides[1:3],
-                         dilations=dilations[1:3], pads=pads[1:3] + pads[5:7])
+        new_attrs.update(kernel_shape=kernel[1:3], strides=strides[1:3])
+        if "dilations" in attrs:  # AveragePool has no dilations before opset 19
+            new_attrs["dilations"] = dilations[1:3]
+        if "pads" in attrs:
+            new_attrs["pads"] = pads[1:3] + pads[5:7]
         new_nodes = [
             helper.make_node("Transpose", [x], [f"{base}_nchw_in"], name=f"{base}_to_nchw",
                              perm=TO_NCHW),

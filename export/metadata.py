@@ -11,8 +11,10 @@ from typing import Any, Mapping
 
 PREFIX = "unet_keras."
 # config: UNetConfig.to_dict(); thresholds: one per output channel; preprocessing: the contract
-# text; versions: package versions at export; parity: figures of the gate; route, opset, precision.
-KEYS = ("config", "thresholds", "preprocessing", "versions", "parity", "route", "opset", "precision")
+# text; versions: package versions at export; parity: figures of the gate; route, opset,
+# precision; variant_check: Dice and latency of an fp16/int8 variant against its fp32 model.
+KEYS = ("config", "thresholds", "preprocessing", "versions", "parity", "route", "opset", "precision",
+        "variant_check")
 REQUIRED_KEYS = ("config", "thresholds")
 
 

@@ -101,7 +101,10 @@ def check_parity(onnx_model: bytes | str | Path, inputs: dict[str, np.ndarray],
     options = ort.SessionOptions()
     options.log_severity_level = 3
     model = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises several types for graphs it cannot load
+        raise ExportError(f"onnxruntime cannot load the converted graph ({err})") from err
     figures = {}
     for name, x in inputs.items():
         got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
@@ -126,8 +129,10 @@ def _convert_tf2onnx(model_path: Path, workfile: Path, opset: int | None) -> tup
         command += ["--opset", str(opset)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise ExportError(f"{model_path}: tf2onnx route failed (exit {done.returncode}):\n{tail}")
+        lines = done.stderr.strip().splitlines()
+        reason = [line for line in lines if line.startswith("tf2onnx export failed")] or lines[-15:]
+        raise ExportError(f"{model_path}: tf2onnx route failed (exit {done.returncode}): "
+                          + "\n".join(reason))
     return onnx.load(str(workfile)), {}
 
 
@@ -154,7 +159,8 @@ def _convert(route: str, model, model_path: Path, config: UNetConfig, opset: int
 
 
 def _check_interface(proto: onnx.ModelProto, out_channels: int) -> None:
-    inputs = [i.name for i in proto.graph.input]
+    weights = {init.name for init in proto.graph.initializer}  # listed as inputs before IR 4
+    inputs = [i.name for i in proto.graph.input if i.name not in weights]
     outputs = [o.name for o in proto.graph.output]
     if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
         raise ExportError(f"converted graph has inputs {inputs} and outputs {outputs}; "
@@ -232,6 +238,7 @@ def export_onnx(model_path: str | Path, out_path: str | Path, route: str = "tf2o
         })
         proto.producer_name, proto.doc_string = "unet_keras.export", f"{model_path.name} via {route}"
         onnx.save(proto, str(workfile))
+        os.chmod(workfile, 0o644)  # mkstemp creates 0600
         os.replace(workfile, out_path)
     finally:
         with contextlib.suppress(OSError):
