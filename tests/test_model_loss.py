@@ -129,3 +129,27 @@ def test_load_model_errors_name_the_file(tmp_path):
     bad.write_bytes(b"not a zip archive")
     with pytest.raises(ModelLoadError, match="bad.keras.*not a loadable Keras model"):
         load_model(bad)
+
+
+def test_dihedral_views_invert_exactly():
+    from unet_keras.inference import dihedral
+
+    batch = np.arange(2 * 4 * 6 * 1, dtype=np.float32).reshape(2, 4, 6, 1)
+    views = [dihedral(batch, k) for k in range(8)]
+    assert len({v.tobytes() + bytes(v.shape) for v in views}) == 8  # all distinct
+    for k, view in enumerate(views):
+        np.testing.assert_array_equal(dihedral(view, k, inverse=True), batch)
+
+
+def test_tta_of_a_symmetric_model_equals_plain_prediction():
+    from unet_keras.inference import predict_probabilities
+
+    class MeanBrightness:  # a per-pixel model: equivariant to every flip and rotation
+        def predict(self, x, batch_size=None, verbose=0):
+            return x.mean(axis=-1, keepdims=True)
+
+    images = [np.random.default_rng(0).integers(0, 256, (30, 44, 3), np.uint8)]
+    plain = predict_probabilities(MeanBrightness(), images, 16)[0]
+    tta = predict_probabilities(MeanBrightness(), images, 16, tta=True)[0]
+    assert tta.shape == (30, 44, 1)
+    np.testing.assert_allclose(tta, plain, atol=1e-6)

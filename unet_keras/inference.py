@@ -12,12 +12,23 @@ from unet_keras.preprocess import crop_to, pad_to_multiple, to_model_input
 ProbabilityFn = Callable[[np.ndarray], np.ndarray]
 
 
+def dihedral(batch: np.ndarray, k: int, inverse: bool = False) -> np.ndarray:
+    """The k-th of the 8 flips/90-degree rotations of an NHWC batch (or its inverse)."""
+    flip, turns = divmod(k, 4)
+    if inverse:
+        batch = np.rot90(batch, -turns, axes=(1, 2))
+        return batch[:, :, ::-1] if flip else batch
+    batch = batch[:, :, ::-1] if flip else batch
+    return np.rot90(batch, turns, axes=(1, 2))
+
+
 def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
-                          batch_size: int = 16) -> list[np.ndarray]:
+                          batch_size: int = 16, tta: bool = False) -> list[np.ndarray]:
     """Probability maps (H, W, C) float32 for each image, batching images of equal size.
 
     Each image goes through ``to_model_input`` and ``pad_to_multiple``; outputs are cropped
-    back, so any image size is accepted.
+    back, so any image size is accepted. With ``tta`` the probabilities are averaged over the
+    8 flips and 90-degree rotations (8x the compute).
     """
     by_shape: dict[tuple, list[int]] = defaultdict(list)
     prepared = [to_model_input(image) for image in images]
@@ -26,7 +37,13 @@ def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
     out: list[np.ndarray | None] = [None] * len(prepared)
     for indices in by_shape.values():
         batch, size = pad_to_multiple(np.stack([prepared[i] for i in indices]), multiple)
-        probs = np.asarray(model.predict(batch, batch_size=batch_size, verbose=0), np.float32)
+        views = range(8) if tta else range(1)
+        probs = sum(
+            dihedral(np.asarray(model.predict(np.ascontiguousarray(dihedral(batch, k)),
+                                              batch_size=batch_size, verbose=0), np.float32),
+                     k, inverse=True)
+            for k in views
+        ) / len(views)
         probs = crop_to(probs, size)
         for row, i in enumerate(indices):
             out[i] = probs[row]
