@@ -74,9 +74,17 @@ def axis_weights(start: int, stop: int, length: int, margin: int, ramp: int) -> 
     return weights
 
 
-def padded_index(length: int, padded: int, mode: str) -> np.ndarray:
-    """Source index of each padded position: ``np.pad`` of a ramp, as ``pad_to_multiple`` pads."""
-    return np.pad(np.arange(length), (0, padded - length), mode=mode)
+def padded_indices(height: int, width: int, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source row and column of each pixel of the image as ``pad_to_multiple`` pads it.
+
+    ``image[np.ix_(rows, cols)]`` equals ``pad_to_multiple(image, multiple)[0]`` (a test checks
+    it), so a tile can be cut from the padded image without padding the whole image.
+    """
+    hp, wp = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    # Reflection, or edge values when the image is too small to reflect, as pad_to_multiple does.
+    mode = "reflect" if hp - height < height and wp - width < width else "edge"
+    return (np.pad(np.arange(height), (0, hp - height), mode=mode),
+            np.pad(np.arange(width), (0, wp - width), mode=mode))
 
 
 def tile_predict(run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, depth: int,
@@ -105,10 +113,8 @@ def tile_predict(run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, dep
     margin = min(receptive_radius(depth), max(0, (overlap - MIN_RAMP) // 2))
     ramp = max(1, overlap - 2 * margin)
     h, w = image.shape[:2]
-    hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
-    # The whole-image path pads by reflection, or by edge values when the image is too small.
-    mode = "reflect" if hp - h < h and wp - w < w else "edge"
-    rows, cols = padded_index(h, hp, mode), padded_index(w, wp, mode)
+    rows, cols = padded_indices(h, w, multiple)
+    hp, wp = len(rows), len(cols)
     row_starts = tile_origins(hp, tile, tile - overlap)
     col_starts = tile_origins(wp, tile, tile - overlap)
     row_total, col_total = np.zeros(hp), np.zeros(wp)

@@ -1,0 +1,274 @@
+"""The keras-free onnxruntime Segmenter: validation, conversions, tiling, equality with Keras."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from PIL import Image
+
+from export.onnx_export import export_onnx
+from export.runtime import RuntimeModelError, Segmenter, choose_providers
+from export.tiling import axis_weights, default_overlap, padded_indices, receptive_radius
+from tests.conftest import REPO, run_cli
+from tests.test_export import CONFIG, make_run
+from unet_keras.image_io import ImageReadError
+from unet_keras.preprocess import pad_to_multiple
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("runtime") / "tiny", seed=1)[0]
+
+
+@pytest.fixture(scope="module")
+def onnx_path(run_dir):
+    path = run_dir / "model.onnx"
+    export_onnx(run_dir, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def segmenter(onnx_path):
+    return Segmenter.from_onnx(onnx_path, ["CPUExecutionProvider"])
+
+
+def random_image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_runtime_imports_and_serves_without_keras_jax_tensorflow(onnx_path):
+    code = textwrap.dedent("""
+        import importlib.abc, json, sys
+        BLOCKED = {"keras", "jax", "jaxlib", "tensorflow", "tf2onnx", "jax2onnx"}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"{name} is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        for name in ("keras", "jax", "tensorflow"):
+            try:
+                __import__(name)
+            except ImportError:
+                pass
+            else:
+                raise SystemExit(f"{name} imported despite the block")
+        import numpy as np
+        from export.runtime import Segmenter
+        result = Segmenter.from_onnx(sys.argv[1]).segment(np.full((50, 70, 3), 180, np.uint8))
+        print(json.dumps({"shape": list(result.probability.shape),
+                          "mask": sorted(int(v) for v in np.unique(result.mask_png)),
+                          "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code, str(onnx_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["shape"] == [50, 70, 2] and out["loaded"] == []
+    assert set(out["mask"]) <= {0, 128, 255}
+
+
+def test_metadata_drives_the_segmenter(segmenter):
+    assert segmenter.config == CONFIG and segmenter.thresholds == (0.4, 0.6)
+    assert segmenter.out_channels == 2 and segmenter.providers == ["CPUExecutionProvider"]
+    assert segmenter.metadata["parity"]["passed"] is True
+
+
+def test_probabilities_match_the_keras_path(segmenter, run_dir):
+    from unet_keras.inference import predict_probabilities
+    from unet_keras.model import load_model
+
+    image = random_image(75, 101)  # not a multiple of 2**depth: padded, then cropped
+    want = predict_probabilities(load_model(run_dir / "model.keras"), [image], CONFIG.multiple)[0]
+    got = segmenter.predict_probabilities(image)
+    assert got.shape == (75, 101, 2) and got.dtype == np.float32
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_segment_thresholds_and_encodes_like_the_dataset(segmenter):
+    result = segmenter.segment(random_image(64, 80, seed=2), image_name="x.png")
+    p = result.probability
+    nucleus = p[..., 1] >= 0.6
+    cell = (p[..., 0] >= 0.4) | nucleus
+    np.testing.assert_array_equal(result.label_map > 0, cell)
+    np.testing.assert_array_equal(result.label_map == 2, nucleus)
+    expected_png = np.where(nucleus, 255, np.where(cell, 128, 0))
+    np.testing.assert_array_equal(result.mask_png, expected_png)
+    assert result.instances.dtype == np.int32 and result.instances.shape == (64, 80)
+    assert len(result.cells) == result.instances.max()
+    assert all(row["image"] == "x.png" for row in result.cells) and result.notes == []
+
+
+@pytest.mark.parametrize("make, note", [
+    (lambda rgb: rgb[..., 0], "grayscale"),
+    (lambda rgb: np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)]), "alpha"),
+    (lambda rgb: rgb.astype(np.uint16) * 257, "to 8 bits"),
+    (lambda rgb: rgb.astype(np.float32) / 255, "float image"),
+])
+def test_other_image_kinds_are_converted_and_said_so(segmenter, make, note):
+    rgb = random_image(40, 56, seed=3)
+    converted = make(rgb)
+    as_rgb = np.repeat(rgb[..., :1], 3, axis=2) if converted.ndim == 2 else rgb
+    result = segmenter.segment(converted)
+    assert any(note in n for n in result.notes), result.notes
+    np.testing.assert_allclose(result.probability, segmenter.predict_probabilities(as_rgb), atol=1e-6)
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((1, 32, 32, 3), np.uint8), r"shape \(1, 32, 32, 3\); expected \(H, W\)"),
+    (np.zeros((32, 32, 5), np.uint8), r"shape \(32, 32, 5\); expected"),
+    (np.zeros((32, 32, 3), np.complex64), "unsupported dtype complex64"),
+    (np.full((32, 32, 3), np.nan, np.float32), "NaN or Inf"),
+])
+def test_bad_arrays_are_refused_with_what_is_accepted(segmenter, array, message):
+    with pytest.raises(ImageReadError, match=message):
+        segmenter.segment(array)
+
+
+def _save(model: onnx.ModelProto, path):
+    onnx.save(model, str(path))
+    return path
+
+
+def test_foreign_onnx_is_refused_naming_what_it_has(tmp_path):
+    nchw = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["output"])], "nchw",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H", "W"])]))
+    path = _save(nchw, tmp_path / "nchw.onnx")
+    with pytest.raises(RuntimeModelError) as err:
+        Segmenter.from_onnx(path)
+    message = str(err.value)
+    assert str(path) in message and "'input' tensor(float) ['N', 3, 'H', 'W']" in message
+    assert "NCHW" in message and "expected one float32 input 'image'" in message
+
+
+def test_onnx_without_metadata_is_refused(tmp_path):
+    bare = helper.make_model(helper.make_graph(
+        [helper.make_node("ReduceMax", ["image", "axes"], ["probability"])], "bare",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N", "H", "W", 1])],
+        [onnx.numpy_helper.from_array(np.array([3], np.int64), "axes")]))
+    with pytest.raises(RuntimeModelError, match=r"bare.onnx: unusable unet_keras metadata .*lacks \['config', 'thresholds'\]"):
+        Segmenter.from_onnx(_save(bare, tmp_path / "bare.onnx"))
+
+
+def test_corrupt_or_missing_onnx_is_refused(onnx_path, tmp_path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(onnx_path.read_bytes()[:500])
+    with pytest.raises(RuntimeModelError, match="truncated.onnx: not a loadable ONNX model"):
+        Segmenter.from_onnx(truncated)
+    with pytest.raises(RuntimeModelError, match="missing.onnx: ONNX file not found"):
+        Segmenter.from_onnx(tmp_path / "missing.onnx")
+
+
+def test_provider_preference():
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(["CPUExecutionProvider", "CUDAExecutionProvider",
+                             "TensorrtExecutionProvider"]) == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers([]) == ["CPUExecutionProvider"]
+
+
+# Tiling.
+
+def test_receptive_radius_bounds_the_real_model(segmenter):
+    x = np.random.default_rng(5).random((1, 96, 96, 3), dtype=np.float32)
+    base = segmenter.run(x)
+    x[0, 48, 48] += 1.0
+    changed = np.argwhere(np.abs(segmenter.run(x) - base).max(axis=-1)[0] > 0)
+    reach = np.abs(changed - 48).max()
+    assert 0 < reach <= receptive_radius(CONFIG.depth) == 26
+
+
+def test_ramps_of_neighbouring_tiles_sum_to_one():
+    margin, ramp = 10, 12
+    overlap = 2 * margin + ramp
+    left = axis_weights(0, 64, 200, margin, ramp)
+    right = axis_weights(64 - overlap, 128, 200, margin, ramp)
+    total = np.zeros(200)
+    total[:64] += left
+    total[64 - overlap:128] += right
+    np.testing.assert_allclose(total[:64 + 20], 1.0, atol=1e-12)  # right tile's own margin ends at 84
+    assert left[:margin + 5].min() == 1.0 and left[-margin:].max() == 0.0  # no taper at the border
+
+
+@pytest.mark.parametrize("shape", [(37, 29), (40, 300), (3, 5)])
+def test_padded_indices_match_pad_to_multiple(shape):
+    image = random_image(*shape, seed=6)
+    rows, cols = padded_indices(*shape, 16)
+    np.testing.assert_array_equal(image[np.ix_(rows, cols)], pad_to_multiple(image, 16)[0])
+
+
+def test_tiled_equals_whole_image_inference(onnx_path):
+    whole = Segmenter.from_onnx(onnx_path, tile=1024)
+    tiled = Segmenter.from_onnx(onnx_path, tile=96)
+    shapes = []
+    run = tiled.run
+    tiled.run = lambda batch: shapes.append(batch.shape) or run(batch)
+    image = random_image(210, 333, seed=7)
+    got = tiled.predict_probabilities(image)
+    assert len(shapes) > 4 and max(s[1] for s in shapes) == 96  # really tiled
+    assert np.abs(got - whole.predict_probabilities(image)).max() <= 1e-4
+    assert tiled.overlap == default_overlap(CONFIG.depth) == 68
+
+
+def test_overlap_below_the_receptive_field_is_not_exact(segmenter):
+    image = random_image(210, 333, seed=7)
+    approx = segmenter.tile_predict(image, tile=64, overlap=16)
+    assert np.abs(approx - segmenter.predict_probabilities(image)).max() > 1e-3
+
+
+def test_tile_arguments_are_checked(segmenter):
+    with pytest.raises(ValueError, match="multiples of 4 with 0 <= overlap < tile"):
+        segmenter.tile_predict(random_image(50, 50), tile=30, overlap=8)
+
+
+def test_cli_predict_through_onnx_matches_the_keras_path(run_dir, onnx_path, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(random_image(75, 101, seed=8)).save(images / "rgb.png")
+    Image.fromarray((random_image(64, 64, seed=9)[..., 0].astype(np.uint16) * 257)).save(images / "gray16.png")
+    keras_out, onnx_out = tmp_path / "keras", tmp_path / "onnx"
+    for flag, source, out in (("--model", run_dir, keras_out), ("--onnx", onnx_path, onnx_out)):
+        done = run_cli("predict", str(images), flag, str(source), "--out", str(out))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "converted" in done.stdout and "gray16.png" in done.stdout
+    for name in ("rgb_mask.png", "gray16_mask.png"):
+        np.testing.assert_array_equal(np.asarray(Image.open(keras_out / name)),
+                                      np.asarray(Image.open(onnx_out / name)))
+    assert (keras_out / "cells.csv").read_text() == (onnx_out / "cells.csv").read_text()
+
+
+@pytest.mark.slow
+def test_8000x8000_image_peak_memory_under_2gb(tmp_path):
+    """Depth 4, 16 filters, 2 channels (the 512 MB float32 output is the bulk); several minutes."""
+    from unet_keras.config import UNetConfig
+
+    run, _ = make_run(tmp_path / "d4", UNetConfig(depth=4, base_filters=16, out_channels=2))
+    export_onnx(run, run / "model.onnx")
+    code = textwrap.dedent("""
+        import json, resource, sys, time
+        import numpy as np
+        from export.runtime import Segmenter
+        from unet_keras.postprocess import probabilities_to_labels
+        seg = Segmenter.from_onnx(sys.argv[1])
+        image = np.random.default_rng(0).integers(0, 256, (8000, 8000, 3), dtype=np.uint8)
+        start = time.perf_counter()
+        prob = seg.predict_probabilities(image)
+        labels = probabilities_to_labels(prob, seg.thresholds)
+        print(json.dumps({"shape": list(prob.shape), "seconds": time.perf_counter() - start,
+                          "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code, str(run / "model.onnx")], cwd=REPO,
+                          capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    print(f"8000x8000 tiled inference: {out}")
+    assert out["shape"] == [8000, 8000, 2] and out["peak_rss_bytes"] <= 2 * 1024**3
