@@ -3,7 +3,7 @@
 * fp16 (for GPU): weights and activations in float16, the ``image`` input and ``probability``
   output kept float32 behind casts, so the serving contract is unchanged.
 * int8 (for CPU): onnxruntime static quantization, QDQ format, per-channel int8 weights,
-  activations calibrated on preprocessed images.
+  uint8 activations calibrated on preprocessed images.
 
 ``export_variant`` writes a variant only if its whole-cell Dice on the given labelled images
 drops by at most ``max_dice_drop`` against the float32 model; the figures go into its metadata.
@@ -72,8 +72,9 @@ def make_int8(onnx_path: str | Path, out_path: str | Path,
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out_path), _Calibration(calibration_images, multiple),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        # uint8 activations with int8 weights: on x86 (AVX2/AVX512-VNNI) this
+                        # ran 1.5-2x faster than fp32 here, int8 activations slower than fp32.
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def measure_latency(onnx_path: str | Path, shape=(1, 256, 256, 3), repeats: int = 20,
