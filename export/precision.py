@@ -195,3 +195,27 @@ def export_variant(reference_onnx: str | Path, out_path: str | Path, precision: 
         with contextlib.suppress(OSError):
             os.unlink(work)
     return {**report, "out": str(out_path), "precision": precision}
+
+
+def export_reduced(model_path: str | Path, out_path: str | Path, precision: str,
+                   images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray],
+                   calibration_images: Sequence[np.ndarray] | None = None,
+                   route: str = "tf2onnx", opset: int | None = None,
+                   max_dice_drop: float = MAX_DICE_DROP) -> dict:
+    """``export_onnx`` to a temporary float32 file beside ``out_path``, then ``export_variant``.
+
+    For ``unet-keras export --precision fp16|int8``; needs keras (JAX backend) like the export.
+    Returns ``{"fp32": export report, "variant": export_variant report}``.
+    """
+    from export.onnx_export import export_onnx
+
+    out_path = Path(out_path)
+    fp32 = out_path.with_name(f".{out_path.stem}.fp32.{os.getpid()}.onnx")
+    try:
+        exported = export_onnx(model_path, fp32, route=route, opset=opset)
+        variant = export_variant(fp32, out_path, precision, images, label_maps,
+                                 calibration_images, max_dice_drop)
+    finally:
+        with contextlib.suppress(OSError):
+            fp32.unlink()
+    return {"fp32": exported, "variant": variant}

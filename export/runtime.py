@@ -114,6 +114,9 @@ class Segmenter:
         providers = list(providers) if providers is not None else choose_providers()
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Without the CPU arena, a depth-4 model on a 1024 px tile peaks at 0.56 GB and returns
+        # to 0.22 GB; with it, 0.96 GB stays held. Measured cost: about 10-15% slower.
+        options.enable_cpu_mem_arena = False
         try:
             session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises several types for unreadable files

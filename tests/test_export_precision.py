@@ -95,3 +95,13 @@ def test_check_variant_reports_both_sides(reference, labelled):
 def test_unknown_precision_is_refused(reference, tmp_path, labelled):
     with pytest.raises(PrecisionError, match=r"precision='bf16'; expected one of \['fp16', 'int8'\]"):
         export_variant(reference, tmp_path / "x.onnx", "bf16", *labelled)
+
+
+def test_export_reduced_goes_from_keras_to_a_checked_variant(reference, tmp_path, labelled):
+    from export.precision import export_reduced
+
+    out = tmp_path / "model-int8.onnx"
+    report = export_reduced(reference.parent, out, "int8", *labelled, calibration_images=labelled[0])
+    assert report["fp32"]["parity"]["passed"] and report["variant"]["passed"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model-int8.onnx"]  # the fp32 file is gone
+    assert Segmenter.from_onnx(out).metadata["precision"] == "int8"
