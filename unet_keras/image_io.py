@@ -1,4 +1,9 @@
-"""Image reading and atomic file writing; numpy and Pillow only (used by the ONNX runtime too)."""
+"""Image reading and atomic file writing; numpy and Pillow only (used by the ONNX runtime too).
+
+Every decoding or conversion problem raises ``ImageReadError`` (a ``ValueError``) naming the
+file or array and what would be accepted; no other exception type escapes ``read_rgb``,
+``read_gray`` or ``to_uint8_rgb`` (property-tested in ``tests/test_fuzz_decode.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import io
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +22,18 @@ from PIL import Image, UnidentifiedImageError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+EXPECTED_FORMATS = "a BMP, PNG, JPEG or TIFF image"
+# Pillow refuses images over twice its MAX_IMAGE_PIXELS (about 179 million pixels) as possible
+# decompression bombs; anything smaller is decoded and, for prediction, run tile by tile.
+MODE_CONVERSIONS = {
+    "P": "converted palette image to RGB",
+    "PA": "converted palette image with alpha to RGB (alpha dropped)",
+    "CMYK": "converted CMYK image to RGB",
+    "YCbCr": "converted YCbCr image to RGB",
+    "LAB": "converted LAB image to RGB",
+    "HSV": "converted HSV image to RGB",
+    "1": "converted 1-bit image to 8-bit grey",
+}
 
 
 class ImageReadError(ValueError):
@@ -34,8 +52,9 @@ def read_rgb(path: str | Path) -> tuple[np.ndarray, list[str]]:
         ImageReadError: empty, truncated, corrupt or non-image files.
     """
     path = Path(path)
-    array = _decode(path)
-    image, notes = to_uint8_rgb(array, source=str(path))
+    array, notes = _decode(path)
+    image, more = to_uint8_rgb(array, source=str(path))
+    notes = notes + more
     for note in notes:
         log.info("%s: %s", path, note)
     return image, notes
@@ -44,7 +63,7 @@ def read_rgb(path: str | Path) -> tuple[np.ndarray, list[str]]:
 def read_gray(path: str | Path) -> np.ndarray:
     """Read a single-channel image (a mask) as a 2-D array, without rescaling its values."""
     path = Path(path)
-    array = _decode(path)
+    array, _ = _decode(path)
     if array.ndim == 3:
         if array.shape[2] in (3, 4) and np.all(array[..., :3] == array[..., :1]):
             array = array[..., 0]
@@ -56,58 +75,91 @@ def read_gray(path: str | Path) -> np.ndarray:
     return array
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
+    """File -> (array as decoded, notes on mode conversions). Raises ImageReadError."""
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise ImageReadError(f"{path}: cannot read file ({err.strerror or err})") from err
+        raise ImageReadError(f"{path}: cannot read file ({err.strerror or err}); "
+                             f"expected {EXPECTED_FORMATS}") from err
     if not data:
-        raise ImageReadError(f"{path}: file is empty (0 bytes); expected an image")
+        raise ImageReadError(f"{path}: file is empty (0 bytes); expected {EXPECTED_FORMATS}")
+    notes: list[str] = []
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            if img.mode == "P":
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-            elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "1", "LA", "PA"):
-                img = img.convert("RGBA" if "A" in img.mode else "RGB" if img.mode != "1" else "L")
-            array = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(
-            f"{path}: not a readable image ({err}); expected BMP, PNG, JPEG or TIFF"
-        ) from err
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(io.BytesIO(data)) as img:
+                # Pillow reads 16-bit colour PNGs as 8-bit RGB without saying so; say so here.
+                if img.mode in ("RGB", "RGBA") and any(";16" in str(getattr(t, "args", t)) for t in img.tile):
+                    notes.append("reduced a 16-bit-per-channel colour image to 8 bits")
+                img.load()
+                if img.mode in MODE_CONVERSIONS:
+                    notes.append(MODE_CONVERSIONS[img.mode])
+                    target = "L" if img.mode == "1" else "RGBA" if (
+                        img.mode == "P" and "transparency" in img.info) else "RGB"
+                    img = img.convert(target)
+                array = np.asarray(img)
+        for warning in caught:
+            log.warning("%s: %s", path, warning.message)
+    except UnidentifiedImageError as err:
+        raise ImageReadError(f"{path}: not a readable image: content is no known image format "
+                             f"(starts with {data[:8]!r}); expected {EXPECTED_FORMATS}") from err
     except Image.DecompressionBombError as err:
-        raise ImageReadError(f"{path}: image too large to decode safely ({err})") from err
+        raise ImageReadError(f"{path}: not a readable image: too large to decode safely "
+                             f"({err})") from err
+    except Exception as err:
+        # Pillow's format plugins raise OSError, SyntaxError, ValueError, struct.error,
+        # IndexError, ... on malformed bytes; for a caller every one means "not readable".
+        raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err}); "
+                             f"expected {EXPECTED_FORMATS}") from err
     if array.ndim not in (2, 3) or array.size == 0:
         raise ImageReadError(f"{path}: decoded to shape {array.shape}; expected (H, W) or (H, W, C)")
-    return array
+    return array, notes
 
 
-def to_uint8_rgb(array: np.ndarray, source: str = "array") -> tuple[np.ndarray, list[str]]:
-    """Convert a decoded image array to uint8 RGB, describing every conversion made."""
+def to_uint8_rgb(array: np.ndarray, source: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Convert a decoded image array to uint8 RGB, describing every conversion made.
+
+    Accepted: (H, W) or (H, W, 1|2|3|4) of bool, integer or finite float values. Integers up
+    to 255 are kept, larger ones are read as 16-bit (0..65535); floats are read as 0..1 when
+    their maximum is <= 1, else as 0..255; values outside the range are clipped.
+
+    Raises:
+        ImageReadError: other ranks, channel counts or dtypes, empty arrays, NaN or Inf.
+    """
+    array = np.asarray(array)
+    if source is None:
+        source = f"array of dtype {array.dtype}, shape {array.shape}"
     notes: list[str] = []
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-        raise ImageReadError(f"{source}: shape {array.shape}; expected (H, W), (H, W, 1|3|4)")
+        raise ImageReadError(f"{source}: shape {array.shape}; expected (H, W) or (H, W, 1|2|3|4)")
+    if array.size == 0:
+        raise ImageReadError(f"{source}: empty image of shape {array.shape}; expected H, W >= 1")
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
         notes.append("converted boolean image to 0/255")
     if array.dtype == np.uint8:
         pass
-    elif array.dtype == np.uint16 or (np.issubdtype(array.dtype, np.integer) and array.max(initial=0) > 255):
-        info_max = 65535.0 if array.max(initial=0) > 255 or array.dtype == np.uint16 else 255.0
-        array = np.clip(np.round(array.astype(np.float64) * (255.0 / info_max)), 0, 255).astype(np.uint8)
-        notes.append(f"rescaled {info_max:.0f}-max integer image to 8 bits")
     elif np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if array.dtype == np.uint16 or high > 255:
+            array = np.round(np.clip(array, 0, 65535).astype(np.float64) * (255.0 / 65535.0))
+            notes.append("rescaled 16-bit (0..65535) integer image to 8 bits")
+        elif low < 0:
+            notes.append(f"clipped negative values (min {low}) of a {array.dtype} image to 0")
         array = np.clip(array, 0, 255).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)):
-            raise ImageReadError(f"{source}: float image contains NaN or Inf values")
-        top = 1.0 if array.max(initial=0.0) <= 1.0 else 255.0
+            raise ImageReadError(f"{source}: float image contains NaN or Inf values; "
+                                 "expected finite values in 0..1 or 0..255")
+        top = 1.0 if array.max() <= 1.0 else 255.0
         array = np.clip(np.round(array.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
         notes.append(f"converted float image (range 0..{top:g}) to 8 bits")
     else:
-        raise ImageReadError(f"{source}: unsupported dtype {array.dtype}; expected integer or float")
+        raise ImageReadError(f"{source}: unsupported dtype {array.dtype}; "
+                             "expected bool, integer or float")
     channels = array.shape[2]
     if channels == 1:
         array = np.repeat(array, 3, axis=2)
@@ -121,21 +173,58 @@ def to_uint8_rgb(array: np.ndarray, source: str = "array") -> tuple[np.ndarray, 
     return np.ascontiguousarray(array), notes
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp creates 0600 files; outputs get the permissions a plain open() would have given them.
+_FILE_MODE = _default_mode()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) for a writer that takes a file name;
+    renamed onto ``path`` only when the block succeeds, removed otherwise.
+
+    Readers of ``path`` see the old file or the complete new one, never a partial one, even if
+    the process is killed mid-write (a stale ``.NAME.*.tmp`` file may then remain; it is never
+    read). OS errors name ``path``.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
+                                   dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, _FILE_MODE)
+    except OSError as err:
+        raise _naming(err, path) from err
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise _naming(err, path) from err
+        raise
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, mode: str = "wb") -> Iterator:
     """Open a temporary file beside ``path``; rename it onto ``path`` only on success."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        yield handle
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """The same kind of OSError (ENOSPC, EACCES, ...) with a message naming the output."""
+    if err.errno is None:
+        return OSError(f"cannot write {path}: {err}")
+    return OSError(err.errno, f"cannot write {path}: {os.strerror(err.errno)}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

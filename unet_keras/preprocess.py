@@ -24,13 +24,13 @@ def to_model_input(image: np.ndarray) -> np.ndarray:
     as image files (``to_uint8_rgb``), so every path sees identical numbers.
 
     Raises:
-        ImageReadError: wrong rank or channel count, NaN/Inf values.
+        ImageReadError: wrong rank or channel count, empty arrays, NaN/Inf values.
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise ImageReadError(f"array of shape {image.shape}: expected (H, W) or (H, W, C)")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        image, _ = to_uint8_rgb(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+        image, _ = to_uint8_rgb(image)  # converts, or refuses (empty, NaN, ...) naming why
     return image.astype(np.float32) * np.float32(1.0 / 255.0)
 
 

@@ -28,6 +28,8 @@ EXPECTED_SIZE = {"dataset1": (120, 120), "dataset2": (300, 300)}
 CLASS_NAMES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil", "unknown")
 UNKNOWN_CLASS = len(CLASS_NAMES) - 1
 DATA_DIR_ENV = "WBC_DATA_DIR"
+# Dataset 1 masks are exactly 0/128/255; Dataset 2 adds anti-aliased greys along edges only.
+MAX_OFF_LEVEL_FRACTION = 0.1
 CITATION = (
     "X. Zheng, Y. Wang, G. Wang, J. Liu. Fast and robust segmentation of white blood cell images "
     "by self-supervised learning. Micron 107:55-71, 2018. doi:10.1016/j.micron.2018.01.010"
@@ -121,7 +123,26 @@ def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
         )
     if mask.dtype != np.uint8:
         raise DataError(f"{pair.mask_path}: mask dtype {mask.dtype}; expected 8-bit grey 0/128/255")
+    _check_mask_values(mask, pair.mask_path)
     return image, png_to_labels(mask)
+
+
+def _check_mask_values(mask: np.ndarray, path: Path) -> None:
+    """Refuse masks that would silently read as something else.
+
+    Values between 0, 128 and 255 are anti-aliased edges (Dataset 2) and go to the nearest
+    class, but a 0/1/2 label map would read as all background, and a photo or JPEG-damaged mask
+    has grey everywhere, not only along edges.
+    """
+    if mask.max() < 64 and mask.any():
+        raise DataError(f"{path}: mask values {np.unique(mask)[:6].tolist()} all read as "
+                        "background; expected grey 0 (background), 128 (cytoplasm), 255 (nucleus), "
+                        "not class indices 0/1/2")
+    off_level = float(np.mean((mask != 0) & (mask != 128) & (mask != 255)))
+    if off_level > MAX_OFF_LEVEL_FRACTION:
+        raise DataError(f"{path}: {off_level:.0%} of mask pixels are not 0, 128 or 255 (at most "
+                        f"{MAX_OFF_LEVEL_FRACTION:.0%} expected, on anti-aliased edges); "
+                        "expected a mask in grey 0/128/255")
 
 
 def iter_examples(data_dir: str | Path, dataset: str = "dataset1") -> Iterator[dict]:
