@@ -1,0 +1,185 @@
+"""The measurement phases of a run, filling the results dict that ``results.json`` holds.
+
+Every timing is raw seconds per call (``rounds`` of ``runs_per_round``), so any statistic can be
+recomputed from ``results.json``; ``benchmarks.report`` derives the tables from them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.measure import interleaved
+from benchmarks.worker import Worker, WorkerError
+
+log = logging.getLogger("benchmarks")
+
+REFERENCE_RUNTIME = "keras-jax-jit"  # the agreement column compares every runtime with it
+
+
+def _select(res: dict, workers: dict[str, Worker], kind: str, device: str) -> dict[str, Worker]:
+    chosen = {}
+    for name, info in res["runtimes"].items():
+        if info.get(kind) and info.get("device", "cpu") == device and info["worker"] in workers \
+                and name not in res["errors"]:
+            chosen[name] = workers[info["worker"]]
+    return chosen
+
+
+def _memory(res: dict, workers: dict[str, Worker], phase: str, timeout: float) -> None:
+    for label, worker in workers.items():
+        try:
+            reply = worker.call({"op": "memory"}, timeout)
+            res["memory"].setdefault(label, {})[phase] = {
+                "peak_rss_mib": reply["peak_rss_mib"], "rss_mib": reply["rss_mib"]}
+        except WorkerError as err:
+            res["errors"][label] = str(err)
+
+
+def inference_phases(res: dict, infer: dict[str, Worker], sizes, batches, batch_size: int,
+                     profile, timeout: float, key: str = "") -> None:
+    """Batch-1 latency at each size, then throughput at ``batch_size`` for each batch."""
+    errors = res["errors"]
+    latency = res.setdefault(f"latency{key}", {})
+    for size in sizes:
+        log.info("latency%s %dx%d, batch 1: %d runtimes", key, size, size, len(infer))
+        latency[str(size)] = interleaved(infer, {"op": "infer", "batch": 1, "size": size},
+                                         profile.rounds, "runs", profile.runs_per_round,
+                                         profile.warmup, timeout, errors)
+    throughput = res.setdefault(f"throughput{key}", {"size": batch_size, "batches": {}})
+    for batch in batches:
+        if batch == 1 and str(batch_size) in latency:
+            throughput["batches"]["1"] = latency[str(batch_size)]
+            continue
+        log.info("throughput%s %dx%d, batch %d", key, batch_size, batch_size, batch)
+        throughput["batches"][str(batch)] = interleaved(
+            infer, {"op": "infer", "batch": batch, "size": batch_size}, profile.rounds, "runs",
+            profile.runs_per_round, profile.warmup, timeout, errors)
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+def accuracy_phase(res: dict, infer: dict[str, Worker], art, work: Path, timeout: float) -> None:
+    """Every runtime predicts the test images; one scoring code scores them all."""
+    from unet_keras.evaluate import score_probabilities
+    from unet_keras.preprocess import crop_to
+
+    if art.test_inputs is None:
+        res["accuracy"] = {"status": f"n/a: no test data ({res['errors'].get('data', '')})"}
+        return
+    log.info("accuracy pass: %d test images x %d runtimes", len(art.test_examples), len(infer))
+    probs = {}
+    seconds = {}
+    for name, worker in infer.items():
+        maps: list = [None] * len(art.test_examples)
+        seconds[name] = 0.0
+        try:
+            for k, (inputs, indices) in enumerate(art.test_inputs):
+                out = work / f"probabilities-{_file_name(name)}-{k}.npy"
+                reply = worker.call({"op": "predict", "runtime": name, "inputs": str(inputs),
+                                     "outputs": str(out), "batch": 16}, timeout)
+                seconds[name] += reply["seconds"]
+                batch = np.load(out)
+                for row, i in enumerate(indices):
+                    maps[i] = crop_to(batch[row], art.test_sizes[i])
+        except WorkerError as err:
+            res["errors"][f"accuracy {name}"] = str(err)
+            continue
+        probs[name] = maps
+    reference = probs.get(REFERENCE_RUNTIME)
+    rows = {}
+    thresholds = art.config.channel_thresholds()
+    for name, maps in probs.items():
+        row = {"predict_seconds": seconds[name], "images": len(maps)}
+        if reference is not None:
+            row["max_abs_diff_vs_keras_jax"] = float(max(
+                np.max(np.abs(a.astype(np.float64) - b)) for a, b in zip(maps, reference)))
+        if art.trained:
+            _, summary = score_probabilities(maps, art.test_examples, thresholds)
+            row.update({k: summary[k] for k in ("whole_cell_dice", "whole_cell_dice_sd",
+                                                "whole_cell_iou", "ap50", "n_images")
+                        if k in summary})
+            if "nucleus_dice" in summary:
+                row["nucleus_dice"] = summary["nucleus_dice"]
+        rows[name] = row
+    res["accuracy"] = {
+        "status": "scored" if art.trained else "n/a: untrained weights",
+        "data_source": art.data_source, "thresholds": list(thresholds),
+        "scoring": "unet_keras.evaluate.score_probabilities (mean per-image whole-cell Dice)",
+        "runtimes": rows,
+    }
+
+
+def profile_phase(res: dict, workers_by_runtime: dict[str, Worker], profile, work: Path,
+                  timeout: float, training_missed: bool) -> None:
+    """onnxruntime's op profile at 256 px batch 1; the Keras-JAX training step's op breakdown."""
+    found = res.setdefault("profiles", {})
+    for name in ("ort-tuned", "ort-int8"):
+        if name in workers_by_runtime:
+            log.info("onnxruntime profile: %s", name)
+            try:
+                found[name] = workers_by_runtime[name].call(
+                    {"op": "profile", "runtime": name, "batch": 1, "size": 256,
+                     "runs": profile.profile_runs, "dir": str(work)}, timeout)
+            except WorkerError as err:
+                res["errors"][f"profile {name}"] = str(err)
+    jax_fits = ["keras-jax-fit"] + (["keras-jax-fit-mmup"] if profile.name == "full" else [])
+    if not training_missed and profile.name != "full":
+        jax_fits = []
+    for name in jax_fits:
+        if name in workers_by_runtime:
+            log.info("jax.profiler: %s training step", name)
+            try:
+                found[name] = workers_by_runtime[name].call(
+                    {"op": "profile", "runtime": name, "runs": 3}, timeout)
+            except WorkerError as err:
+                res["errors"][f"profile {name}"] = str(err)
+
+
+def _training_ratio_missed(res: dict) -> bool:
+    train = res.get("training", {})
+    try:
+        jax = np.median(train["keras-jax-fit"]["seconds"])
+        torch = np.median(train["torch-train"]["seconds"])
+    except (KeyError, ValueError):
+        return True
+    return torch / jax < 0.8
+
+
+def measure_all(res: dict, workers: dict[str, Worker], art, profile, work: Path, args) -> None:
+    timeout = args.call_timeout
+    res.setdefault("memory", {})
+    cpu_infer = _select(res, workers, "infer", "cpu")
+    inference_phases(res, cpu_infer, profile.latency_sizes, profile.throughput_batches,
+                     profile.throughput_size, profile, timeout)
+    _memory(res, workers, "after_inference", timeout)
+    accuracy_phase(res, _select(res, workers, "infer", "cpu"), art, work, timeout)
+    cpu_train = _select(res, workers, "train", "cpu")
+    log.info("training %dx%d, batch %d: %d runtimes", profile.train_size, profile.train_size,
+             profile.train_batch, len(cpu_train))
+    res["training"] = interleaved(cpu_train, {"op": "train"}, profile.train_rounds, "steps",
+                                  profile.train_steps, profile.train_warmup, timeout, res["errors"])
+    res["training_setup"] = {"size": profile.train_size, "batch": profile.train_batch,
+                             "steps_per_round": profile.train_steps,
+                             "rounds": profile.train_rounds, "warmup_steps": profile.train_warmup}
+    _memory(res, workers, "after_training", timeout)
+    by_runtime = {name: workers[info["worker"]] for name, info in res["runtimes"].items()
+                  if info["worker"] in workers}
+    profile_phase(res, by_runtime, profile, work, timeout, _training_ratio_missed(res))
+    gpu_infer = _select(res, workers, "infer", "gpu")
+    if gpu_infer:
+        inference_phases(res, gpu_infer, profile.gpu_sizes, profile.gpu_batches,
+                         max(profile.gpu_sizes), profile, timeout, key="_gpu")
+        gpu_train = _select(res, workers, "train", "gpu")
+        res["training_gpu"] = interleaved(gpu_train, {"op": "train"}, profile.train_rounds,
+                                          "steps", profile.gpu_train_steps, profile.train_warmup,
+                                          timeout, res["errors"])
+        res["training_gpu_setup"] = {**res["training_setup"],
+                                     "steps_per_round": profile.gpu_train_steps}
+    elif args.gpu:
+        res["errors"]["gpu"] = "--gpu given but no GPU runtime started (no CUDA device or build)"
