@@ -93,6 +93,9 @@ class Segmenter:
         self.thresholds = tuple(float(t) for t in metadata["thresholds"])
         self.tile = tile
         self.overlap = default_overlap(self.config.depth) if overlap is None else overlap
+        if tile % self.config.multiple or not 0 <= self.overlap < tile:
+            raise ValueError(f"tile={tile}, overlap={self.overlap}; expected multiples of "
+                             f"{self.config.multiple} with 0 <= overlap < tile")
 
     @classmethod
     def from_onnx(cls, path: str | Path, providers: Sequence[str] | None = None,
@@ -131,13 +134,18 @@ class Segmenter:
             missing = [k for k in REQUIRED_KEYS if k not in metadata]
             if missing:
                 raise ValueError(f"metadata lacks {missing}")
-            segmenter = cls(session, metadata, str(path), tile, overlap)
+            UNetConfig.from_dict(metadata["config"])
+            tuple(map(float, metadata["thresholds"]))  # raises on non-numbers
         except (ValueError, TypeError, KeyError) as err:
             raise RuntimeModelError(f"{path}: unusable unet_keras metadata ({err}); "
                                     f"expected {EXPECTED}") from err
-        if len(segmenter.thresholds) != segmenter.out_channels:
-            raise RuntimeModelError(f"{path}: {len(segmenter.thresholds)} thresholds for "
-                                    f"{segmenter.out_channels} output channels")
+        segmenter = cls(session, metadata, str(path), tile, overlap)
+        channels = session.get_outputs()[0].shape[3]
+        if len(segmenter.thresholds) != segmenter.out_channels or \
+                isinstance(channels, int) and channels != segmenter.out_channels:
+            raise RuntimeModelError(f"{path}: output has {channels} channels, metadata "
+                                    f"{segmenter.out_channels} with thresholds "
+                                    f"{segmenter.thresholds}; expected equal counts")
         return segmenter
 
     @property

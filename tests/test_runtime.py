@@ -228,6 +228,8 @@ def test_overlap_below_the_receptive_field_is_not_exact(segmenter):
 def test_tile_arguments_are_checked(segmenter):
     with pytest.raises(ValueError, match="multiples of 4 with 0 <= overlap < tile"):
         segmenter.tile_predict(random_image(50, 50), tile=30, overlap=8)
+    with pytest.raises(ValueError, match="tile=98, overlap=68; expected multiples of 4"):
+        Segmenter.from_onnx(segmenter.source, tile=98, overlap=68)
 
 
 def test_cli_predict_through_onnx_matches_the_keras_path(run_dir, onnx_path, tmp_path):
