@@ -1,7 +1,20 @@
 """``unet-keras``: train, evaluate, predict, export.
 
-Exit codes: 0 success; 1 bad input or failed run (message names the file); 2 usage error;
-3 batch predict finished but some inputs were refused (listed in the summary).
+Exit codes (every failure prints one line naming the file or directory and what was expected):
+
+    0    success
+    1    bad input or failed run: unreadable, corrupt or mismatched file, wrong data layout,
+         unloadable model, unwritable or full output directory (a batch predict stops at the
+         first output it cannot write; files already written are complete)
+    2    usage error (unknown option, missing argument, options that cannot go together)
+    3    batch predict finished, but some inputs were refused (listed at the end, on stderr)
+    4    training stopped because the loss became NaN or Inf; the last good checkpoint is kept
+         in RUN.partial
+    5    the output is in use by another running process (a `predict --out` directory, or a
+         training run's RUN.partial); nothing written
+    130  interrupted (Ctrl-C); a training run keeps RUN.partial and resumes with --resume RUN
+
+See docs/reliability.md for every bad input and what it produces.
 """
 
 from __future__ import annotations
@@ -14,29 +27,50 @@ from pathlib import Path
 
 import unet_keras  # noqa: F401  (sets the default KERAS_BACKEND before keras is imported)
 from unet_keras.config import CONFIG_FILENAME, ConfigError, UNetConfig
+from unet_keras.dirlock import OutputBusyError
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
 DEFAULTS = UNetConfig()
+# Training flags that set the recipe (argparse dest -> UNetConfig field); --resume takes the
+# recipe from the run's config.json, so they cannot be combined with it.
+RECIPE_FLAGS = {
+    "dataset": "dataset", "fold": "fold", "epochs": "epochs", "batch_size": "batch_size",
+    "lr": "learning_rate", "lr_schedule": "lr_schedule", "image_size": "image_size",
+    "depth": "depth", "base_filters": "base_filters", "dropout": "dropout",
+    "out_channels": "out_channels", "seed": "seed",
+}
+
+
+class UsageError(ValueError):
+    """Options that cannot go together; exit code 2."""
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a U-Net on one fold")
+    p = sub.add_parser("train", help="train a U-Net on one fold, or resume an interrupted run")
     p.add_argument("--data-dir", help="dataset root (default: $WBC_DATA_DIR, ../shared/...)")
     p.add_argument("--synthetic", action="store_true", help="train on the synthetic set")
-    p.add_argument("--dataset", default=DEFAULTS.dataset, choices=["dataset1", "dataset2"])
-    p.add_argument("--fold", type=int, default=DEFAULTS.fold)
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
-    p.add_argument("--lr-schedule", default=DEFAULTS.lr_schedule, choices=["plateau", "cosine"])
-    p.add_argument("--image-size", type=int, default=DEFAULTS.image_size)
-    p.add_argument("--depth", type=int, default=DEFAULTS.depth)
-    p.add_argument("--base-filters", type=int, default=DEFAULTS.base_filters)
-    p.add_argument("--dropout", type=float, default=DEFAULTS.dropout)
-    p.add_argument("--out-channels", type=int, default=DEFAULTS.out_channels, choices=[1, 2])
+    p.add_argument("--dataset", choices=["dataset1", "dataset2"],
+                   help=f"default {DEFAULTS.dataset}")
+    p.add_argument("--fold", type=int, help=f"default {DEFAULTS.fold}")
+    p.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs}")
+    p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS.batch_size}")
+    p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")
+    p.add_argument("--lr-schedule", choices=["plateau", "cosine"],
+                   help=f"default {DEFAULTS.lr_schedule}")
+    p.add_argument("--image-size", type=int, help=f"default {DEFAULTS.image_size}")
+    p.add_argument("--depth", type=int, help=f"default {DEFAULTS.depth}")
+    p.add_argument("--base-filters", type=int, help=f"default {DEFAULTS.base_filters}")
+    p.add_argument("--dropout", type=float, help=f"default {DEFAULTS.dropout}")
+    p.add_argument("--out-channels", type=int, choices=[1, 2],
+                   help=f"default {DEFAULTS.out_channels}")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    p.add_argument("--out", required=True, help="run directory to create (runs/NAME)")
+    p.add_argument("--seed", type=int, help=f"default {DEFAULTS.seed}")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="run directory to create (runs/NAME)")
+    target.add_argument("--resume", metavar="RUN",
+                        help="continue the interrupted run RUN (runs/NAME, kept as "
+                             "runs/NAME.partial) from its last complete epoch, with its recipe")
 
 
 def _add_evaluate(sub) -> None:
@@ -57,6 +91,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
     p.add_argument("--instances", default="watershed", choices=["watershed", "components"])
+    p.add_argument("--tile", type=int, default=1024,
+                   help="images whose padded side exceeds this run tile by tile (default 1024)")
 
 
 def _add_export(sub) -> None:
@@ -84,22 +120,34 @@ def resolve_model(path: str) -> tuple[Path, UNetConfig]:
 
 def cmd_train(args) -> int:
     from unet_keras.data.loading import load_fold
-    from unet_keras.train import train
+    from unet_keras.train import check_new_run, partial_dir, resumable, run_name, train
 
-    config = UNetConfig(
-        dataset=args.dataset, fold=args.fold, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, lr_schedule=args.lr_schedule, image_size=args.image_size,
-        depth=args.depth, base_filters=args.base_filters, dropout=args.dropout,
-        out_channels=args.out_channels, augment=not args.no_augment, seed=args.seed,
-    )
-    if Path(args.out).exists():
-        raise FileExistsError(f"{args.out}: output directory already exists; choose another --out")
-    data = load_fold(config, args.data_dir, synthetic=args.synthetic)
+    if args.resume:
+        given = [f"--{dest.replace('_', '-')}" for dest in RECIPE_FLAGS if getattr(args, dest) is not None]
+        if given or args.no_augment:
+            raise UsageError(f"--resume continues the recipe saved in the run's config.json; "
+                             f"drop {' '.join(given + (['--no-augment'] if args.no_augment else []))}")
+        out = run_name(args.resume)
+        config, data_args, done = resumable(out)
+        data_dir = args.data_dir or data_args.get("data_dir")
+        synthetic = args.synthetic or bool(data_args.get("synthetic"))
+    else:
+        recipe = {field: getattr(args, dest) for dest, field in RECIPE_FLAGS.items()
+                  if getattr(args, dest) is not None}
+        config = UNetConfig(**recipe, augment=not args.no_augment)
+        out = Path(args.out)
+        check_new_run(out)  # before the data load, which takes a while
+        data_dir, synthetic = args.data_dir, args.synthetic
+    data = load_fold(config, data_dir, synthetic=synthetic)
     print(f"data: {data.source}; train {len(data.train)}, val {len(data.val)}, test {len(data.test)}")
-    metrics = train(config, data, args.out)
+    if args.resume:
+        print(f"resuming {partial_dir(out)} after epoch {done} of {config.epochs}")
+    data_args = {"data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+                 "synthetic": synthetic}
+    metrics = train(config, data, out, resume=bool(args.resume), data_args=data_args)
     _print_scores("test", metrics["test"], data.source)
     print(f"training: {metrics['train_seconds']} s, {metrics['train_images_per_second']} images/s; "
-          f"run written to {args.out}")
+          f"run written to {out}")
     return EXIT_OK
 
 
@@ -131,25 +179,17 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from unet_keras.predict import collect_inputs, predict_files
+    from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
 
     inputs = collect_inputs(args.inputs)
-    if args.onnx:
-        from export.runtime import Segmenter
-
-        segmenter = Segmenter.from_onnx(args.onnx)
-        probability_fn, thresholds = segmenter.predict_probabilities, segmenter.thresholds
-    else:
-        from unet_keras.inference import keras_probability_fn
-        from unet_keras.model import load_model
-
-        if not args.model:
-            raise ConfigError("predict needs --model or --onnx")
-        model_path, config = resolve_model(args.model)
-        probability_fn = keras_probability_fn(load_model(model_path), config.multiple)
-        thresholds = config.thresholds
-    summary = predict_files(inputs, probability_fn, thresholds, Path(args.out), strict=args.strict,
-                            instance_method=args.instances)
+    if not (args.model or args.onnx):
+        raise UsageError("predict needs --model or --onnx")
+    model = resolve_model(args.model) if args.model else None  # fail before creating --out
+    # Locked before the model loads, so a second run on one directory is refused at once.
+    with exclusive_output_dir(Path(args.out)):
+        probability_fn, thresholds = _probability_source(args, model)
+        summary = predict_files(inputs, probability_fn, thresholds, Path(args.out),
+                                strict=args.strict, instance_method=args.instances, lock=False)
     for path, note in summary.notes:
         print(f"converted {path}: {note}")
     for path, reason in summary.refused:
@@ -157,6 +197,44 @@ def cmd_predict(args) -> int:
     print(f"predicted {len(summary.written)} image(s), {summary.n_cells} cell(s); "
           f"refused {len(summary.refused)}; outputs in {args.out}")
     return EXIT_PARTIAL if summary.refused else EXIT_OK
+
+
+def _probability_source(args, model: tuple[Path, UNetConfig] | None):
+    """(probability function, thresholds) of the --onnx file or the resolved --model."""
+    if args.onnx:
+        from export.runtime import Segmenter
+
+        segmenter = Segmenter.from_onnx(args.onnx, tile=args.tile)
+        return segmenter.predict_probabilities, segmenter.thresholds
+    from unet_keras.model import load_model
+
+    model_path, config = model
+    return _keras_probability_fn(load_model(model_path), config, args.tile), config.thresholds
+
+
+def _keras_probability_fn(model, config: UNetConfig, tile: int):
+    """Whole-image Keras inference, or, for images larger than ``tile``, the exact tiled
+    inference the ONNX runtime uses (``export.tiling``), so memory stays bounded."""
+    import numpy as np
+
+    from export.tiling import default_overlap, tile_predict
+    from unet_keras.inference import keras_probability_fn
+
+    multiple, overlap = config.multiple, default_overlap(config.depth)
+    if tile <= overlap or tile % multiple:
+        raise UsageError(f"--tile {tile}: expected a multiple of {multiple} (2**depth) above the "
+                         f"tile overlap {overlap} of a depth-{config.depth} model")
+    whole = keras_probability_fn(model, multiple)
+
+    def run(batch):
+        return np.asarray(model.predict(batch, verbose=0), np.float32)
+
+    def probability(image):
+        if max(-(-side // multiple) * multiple for side in image.shape[:2]) <= tile:
+            return whole(image)
+        return tile_predict(run, image, config.depth, config.out_channels, tile)
+
+    return probability
 
 
 def cmd_export(args) -> int:
@@ -178,7 +256,10 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="unet-keras", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="unet-keras", description=__doc__.splitlines()[0],
+                                     epilog="Exit codes: 0 ok, 1 bad input or failed run, 2 usage, "
+                                            "3 some predict inputs refused, 4 training diverged "
+                                            "(NaN), 5 output in use by another run, 130 interrupted.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_evaluate, _add_predict, _add_export):
@@ -186,12 +267,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    prefix = f"unet-keras {args.command}: error:"
     try:
         return COMMANDS[args.command](args)
+    except UsageError as err:
+        print(f"{prefix} {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except FloatingPointError as err:  # train.TrainingDiverged (not imported: it pulls in keras)
+        print(f"{prefix} {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except OutputBusyError as err:
+        print(f"{prefix} {err.strerror}", file=sys.stderr)
+        return EXIT_BUSY
     except (ValueError, OSError) as err:
-        # DataError, ConfigError, ImageReadError, ModelLoadError, ExportError are ValueErrors.
-        print(f"unet-keras {args.command}: error: {err}", file=sys.stderr)
+        # DataError, ConfigError, ImageReadError, ModelLoadError, ExportError, RunDirError,
+        # CheckpointError and RuntimeModelError are ValueErrors; write failures are OSErrors.
+        print(f"{prefix} {err}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        kept = " (the run keeps RUN.partial; continue it with --resume RUN)" if args.command == "train" else ""
+        print(f"unet-keras {args.command}: interrupted{kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,4 +1,16 @@
-"""Batch prediction: images in, masks / overlays / a per-cell table out, bad files skipped and reported."""
+"""Batch prediction: images in, masks / overlays / a per-cell table out, bad files skipped and reported.
+
+Reliability contract (see docs/reliability.md):
+
+- An input that cannot be read or converted is refused with a message naming it; the batch goes
+  on (``strict`` stops it instead) and the refusals are listed in the summary.
+- Every output is written under a temporary name and renamed, so no reader sees a partial file.
+  A failed write (disk full, permissions) stops the batch: files already written stay complete,
+  the temporary is removed, and ``cells.csv`` (written last) describes only a finished batch.
+- One run at a time per output directory: a lock (``.unet-keras-predict.lock``, released by the
+  operating system when the process ends, even by a kill; ``unet_keras.dirlock``) makes a second
+  run refuse at once with ``OutputBusyError`` rather than interleave files with the first.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +21,14 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from unet_keras.dirlock import exclusive_dir
 from unet_keras.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_png
 from unet_keras.postprocess import (labels_to_png, measure_cells, overlay, probabilities_to_labels,
                                     separate_instances, write_cells_csv)
 
 log = logging.getLogger(__name__)
+
+LOCK_FILENAME = ".unet-keras-predict.lock"
 
 
 class InputError(ValueError):
@@ -46,23 +61,42 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+def exclusive_output_dir(out_dir: Path):
+    """Hold ``out_dir``'s predict lock (creating it if needed); see ``unet_keras.dirlock``."""
+    return exclusive_dir(out_dir, LOCK_FILENAME, "`unet-keras predict`")
+
+
 def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray], np.ndarray],
                   thresholds: Sequence[float], out_dir: Path, strict: bool = False,
-                  instance_method: str = "watershed") -> PredictSummary:
+                  instance_method: str = "watershed", lock: bool = True) -> PredictSummary:
     """Segment each file and write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``cells.csv``.
 
     Unreadable files are recorded in the summary and skipped (or, with ``strict``, re-raised).
     Every file is written under a temporary name and renamed, so readers never see a partial file.
+
+    Args:
+        lock: hold ``out_dir``'s lock while writing; False when the caller already holds it
+            (the CLI takes it before loading the model, so a busy directory is refused at once).
+    Raises:
+        ImageReadError, InputError: with ``strict``, the first refused input.
+        dirlock.OutputBusyError: another run is writing to ``out_dir``.
+        OSError: an output cannot be written (the batch stops; message names the file).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    if lock:
+        with exclusive_output_dir(out_dir):
+            return predict_files(inputs, probability_fn, thresholds, out_dir, strict,
+                                 instance_method, lock=False)
     summary = PredictSummary()
     rows: list[dict] = []
     stems: dict[str, Path] = {}
     for path in inputs:
         if path.stem in stems:
-            reason = f"output name {path.stem!r} already used by {stems[path.stem]}"
+            reason = (f"{path}: output name {path.stem!r} already used by {stems[path.stem]}; "
+                      "expected one input per file name")
             if strict:
-                raise InputError(f"{path}: {reason}")
+                raise InputError(reason)
+            log.error("skipped %s", reason)
             summary.refused.append((str(path), reason))
             continue
         try:

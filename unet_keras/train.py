@@ -1,33 +1,48 @@
-"""Training: fit the U-Net on one fold, keep the best model on validation Dice, score the test fold."""
+"""Training: fit the U-Net on one fold, keep the best model on validation Dice, score the test fold.
+
+A run is written to ``NAME.partial`` and renamed to ``NAME`` only when complete. ``config.json``
+and ``run.json`` (data arguments and split ids) are written first; after every epoch the
+checkpoint in ``unet_keras.checkpoint`` is replaced atomically. A killed, interrupted or
+diverged (NaN) run keeps its ``.partial`` directory; ``train(..., resume=True)`` continues it
+from its last complete epoch. A run that fails before its first checkpoint leaves nothing.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import shutil
-import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
+from unet_keras.checkpoint import (CHECKPOINT_FILENAME, EpochCheckpoint, assign, new_state,
+                                   read_checkpoint, restore)
 from unet_keras.config import CONFIG_FILENAME, UNetConfig
 from unet_keras.data.loading import FoldData
 from unet_keras.data.pipeline import TrainingBatches
+from unet_keras.dirlock import exclusive_dir
 from unet_keras.evaluate import (score_probabilities, tune_thresholds, write_json,
                                  write_per_image_csv)
+from unet_keras.image_io import atomic_write_text
 from unet_keras.inference import predict_probabilities
 from unet_keras.losses import BCEDiceLoss
-from unet_keras.model import build_unet, load_model
+from unet_keras.model import build_unet
 
 log = logging.getLogger(__name__)
 
-MODEL_FILENAME = "model.keras"
+RUN_FILENAME = "run.json"
+LOCK_FILENAME = ".unet-keras-train.lock"
 
 
 class RunDirError(ValueError):
-    """An output directory that cannot be used."""
+    """An output directory that cannot be used, or a run that cannot be resumed."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or Inf; the run's last good checkpoint is kept in ``.partial``."""
 
 
 class ValidationDice(keras.callbacks.Callback):
@@ -79,75 +94,176 @@ def compile_model(model: keras.Model, config: UNetConfig, steps_per_epoch: int) 
     )
 
 
-def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | str = "auto") -> dict:
-    """Train on ``data.train``, select on ``data.val``, score ``data.test``; write the run to ``out``.
-
-    The run is written to ``out.partial`` and renamed to ``out`` only when complete, so an
-    interrupted run never looks finished. Returns the metrics written to ``metrics.json``.
-    """
+def partial_dir(out: str | Path) -> Path:
+    """Where a run named ``out`` lives until it is complete."""
     out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def run_name(path: str | Path) -> Path:
+    """``runs/NAME`` for either ``runs/NAME`` or ``runs/NAME.partial``."""
+    path = Path(path)
+    return path.with_name(path.name[:-len(".partial")]) if path.name.endswith(".partial") else path
+
+
+def resumable(out: str | Path) -> tuple[UNetConfig, dict, int]:
+    """The recipe, data arguments and completed epochs of the interrupted run ``out``.
+
+    Raises:
+        RunDirError: ``out`` is complete, or has no ``.partial`` directory with a config.
+        CheckpointError, ConfigError: unreadable files (named in the message).
+    """
+    out = run_name(out)
+    partial = partial_dir(out)
+    if out.exists():
+        raise RunDirError(f"{out}: this run is complete; nothing to resume")
+    if not (partial / CONFIG_FILENAME).is_file() or not (partial / RUN_FILENAME).is_file():
+        raise RunDirError(f"{partial}: no interrupted run to resume; expected a directory with "
+                          f"{CONFIG_FILENAME} and {RUN_FILENAME} left by `unet-keras train`")
+    config = UNetConfig.load(partial / CONFIG_FILENAME)
+    run_info = json.loads((partial / RUN_FILENAME).read_text())
+    done = 0
+    if (partial / CHECKPOINT_FILENAME).is_file():
+        done = read_checkpoint(partial / CHECKPOINT_FILENAME, state_only=True).state["epochs_done"]
+    return config, run_info.get("data_args", {}), done
+
+
+def check_new_run(out: str | Path) -> None:
+    """Refuse to start a run named ``out`` before any work is done.
+
+    Raises:
+        RunDirError: ``out`` exists, or ``out.partial`` holds an interrupted run.
+        OutputBusyError: ``out.partial`` is being written by a running ``unet-keras train``.
+    """
+    out = run_name(out)
+    partial = partial_dir(out)
     if out.exists():
         raise RunDirError(f"{out}: output directory already exists; choose another --out")
+    if partial.exists():
+        with _run_lock(partial):
+            pass
+        raise RunDirError(f"{partial}: holds an interrupted run; continue it with "
+                          f"`unet-keras train --resume {out}`, or delete it to start afresh")
+
+
+def _run_lock(partial: Path):
+    return exclusive_dir(partial, LOCK_FILENAME, "`unet-keras train`")
+
+
+def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | str = "auto",
+          resume: bool = False, data_args: dict | None = None) -> dict:
+    """Train on ``data.train``, select on ``data.val``, score ``data.test``; write the run to ``out``.
+
+    Args:
+        resume: continue the interrupted run in ``out.partial`` (``config`` and ``data`` must
+            be the ones it started with: its config.json, and the same split ids).
+        data_args: how the data were chosen (``data_dir``, ``synthetic``), saved for resuming.
+    Returns:
+        The metrics written to ``metrics.json``.
+    Raises:
+        RunDirError: ``out`` exists; a ``.partial`` run is in the way (or, resuming, missing);
+            the data differ from those the run started with.
+        OutputBusyError: another process is training into ``out.partial``.
+        TrainingDiverged: the loss became NaN/Inf (the last good checkpoint is kept).
+    """
+    out = run_name(out)
+    partial = partial_dir(out)
     if not data.train or not data.val:
         raise RunDirError("training needs non-empty train and validation parts")
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
-        metrics = _train_into(config, data, partial, verbose)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    partial.rename(out)
+    splits = {name: [e["image_id"] for e in getattr(data, name)] for name in ("train", "val", "test")}
+    if resume:
+        resumable(out)
+    else:
+        check_new_run(out)
+        partial.mkdir(parents=True)
+    with _run_lock(partial):
+        if resume:
+            _check_same_data(partial, splits)
+            for stale in partial.glob(".*.tmp*"):  # temporaries of a write the kill interrupted
+                stale.unlink()
+        else:
+            config.save(partial / CONFIG_FILENAME)
+            run_info = {"data_args": data_args or {}, "data_source": data.source, "splits": splits}
+            atomic_write_text(partial / RUN_FILENAME, json.dumps(run_info, indent=1) + "\n")
+        try:
+            metrics = _train_into(config, data, partial, verbose, resume)
+        except BaseException:
+            if not (partial / CHECKPOINT_FILENAME).exists():
+                shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
+            raise
+        (partial / LOCK_FILENAME).unlink()
+        partial.rename(out)
+    (out / CHECKPOINT_FILENAME).unlink()  # resume state only; after the rename, never before
     return metrics
 
 
-def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose) -> dict:
+def _check_same_data(partial: Path, splits: dict) -> None:
+    started = json.loads((partial / RUN_FILENAME).read_text()).get("splits")
+    for name, ids in splits.items():
+        if started is not None and started.get(name) != ids:
+            raise RunDirError(
+                f"{partial}: the {name} images differ from those the run started with "
+                f"({len(started.get(name, []))} then, {len(ids)} now); resume with the same data")
+
+
+def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool) -> dict:
     keras.utils.set_random_seed(config.seed)
     batches = TrainingBatches(data.train, config, seed=config.seed)
     model = build_unet(config)
     compile_model(model, config, len(batches))
-    callbacks = [
-        ValidationDice(data.val, config),
-        keras.callbacks.ModelCheckpoint(run / MODEL_FILENAME, monitor="val_dice", mode="max",
-                                        save_best_only=True),
-        keras.callbacks.CSVLogger(str(run / "history.csv")),
-        keras.callbacks.TerminateOnNaN(),
-    ]
+    model.optimizer.build(model.trainable_variables)
+    state, best = new_state(), None
+    if resume and (run / CHECKPOINT_FILENAME).is_file():
+        checkpoint = read_checkpoint(run / CHECKPOINT_FILENAME)
+        restore(model, checkpoint, run)
+        state, best = checkpoint.state, checkpoint.best
+        state["resumed_after"].append(state["epochs_done"])
+        log.info("resuming %s after epoch %d of %d", run, state["epochs_done"], config.epochs)
+    plateau = None
     if config.lr_schedule == "plateau":
-        callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
-            monitor="val_dice", mode="max", factor=0.5, patience=5, min_lr=1e-5))
+        plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_dice", mode="max", factor=0.5,
+                                                    patience=5, min_lr=1e-5)
+    saver = EpochCheckpoint(run, batches, plateau, state, best)
+    callbacks = [ValidationDice(data.val, config), *([plateau] if plateau else []), saver]
     log.info("training on %s", data.source)
-    start = time.perf_counter()
-    history = model.fit(batches, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
-    train_seconds = time.perf_counter() - start
-    losses = history.history.get("loss", [])
-    if not losses or not np.all(np.isfinite(losses)):
-        raise FloatingPointError(f"training loss became NaN/Inf (history: {losses[-3:]})")
+    # shuffle=False: TrainingBatches reshuffles the examples every epoch from its own RNG, which
+    # the checkpoint saves; Keras' extra shuffling of batch indices draws from the global RNG,
+    # which it does not, and would make a resumed run see batches in another order.
+    model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
+              callbacks=callbacks, verbose=verbose, shuffle=False)
+    if saver.diverged is not None:
+        kept = (f"the last good checkpoint (epoch {state['epochs_done']}) is kept in {run}"
+                if state["epochs_done"] else "no epoch completed, so nothing is kept")
+        raise TrainingDiverged(
+            f"training stopped: the loss became NaN/Inf at {saver.diverged}; {kept}. Start a new "
+            "run with a lower --lr (resuming replays the same batches and would diverge again)")
 
-    best = load_model(run / MODEL_FILENAME)
-    val_probs = predict_probabilities(best, [e["image"] for e in data.val], config.multiple)
+    # The best epoch's variables, as saved in model.keras: assigned, not loaded back from the
+    # file, because deserialising compiles every initializer again (tens of seconds on CPU).
+    assign(model.variables, saver.best, "best", run / CHECKPOINT_FILENAME)
+    best_model = model
+    val_probs = predict_probabilities(best_model, [e["image"] for e in data.val], config.multiple)
     config.thresholds = tune_thresholds(val_probs, data.val)
     config.save(run / CONFIG_FILENAME)
     _, val_summary = score_probabilities(val_probs, data.val, config.thresholds)
-    test_probs = predict_probabilities(best, [e["image"] for e in data.test], config.multiple)
+    test_probs = predict_probabilities(best_model, [e["image"] for e in data.test], config.multiple)
     test_rows, test_summary = score_probabilities(test_probs, data.test, config.thresholds)
     write_per_image_csv(test_rows, run / "test_per_image.csv")
 
-    val_dice = history.history.get("val_dice", [])
-    images_seen = len(data.train) * len(losses)
+    epochs_run = state["epochs_done"]
+    seconds = max(state["train_seconds"], 1e-9)
     metrics = {
         "data_source": data.source,
         "synthetic": data.synthetic,
         "fold": config.fold,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
-        "epochs_run": len(losses),
-        "best_epoch": int(np.argmax(val_dice)) + 1 if val_dice else None,
-        "best_val_dice_at_0.5": float(np.max(val_dice)) if val_dice else None,
+        "epochs_run": epochs_run,
+        "resumed_after_epochs": state["resumed_after"],
+        "best_epoch": state["best_epoch"],
+        "best_val_dice_at_0.5": state["best_score"],
         "thresholds": list(config.thresholds),
-        "train_seconds": round(train_seconds, 1),
-        "train_images_per_second": round(images_seen / train_seconds, 2),
+        "train_seconds": round(state["train_seconds"], 1),
+        "train_images_per_second": round(len(data.train) * epochs_run / seconds, 2),
         "val": val_summary,
         "test": test_summary,
         "versions": versions(),

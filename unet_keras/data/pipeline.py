@@ -52,3 +52,19 @@ class TrainingBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         self.order = self.rng.permutation(len(self.examples))
+
+    def get_state(self) -> dict:
+        """Everything that decides the coming batches (order, shuffling and augmentation RNG
+        states), JSON-serialisable, so a resumed run draws exactly what this one would have."""
+        return {"order": self.order.tolist(), "rng": self.rng.bit_generator.state,
+                "augmenter_rng": self.augmenter._rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        """Restore ``get_state``'s result (of a dataset over the same examples)."""
+        order = np.asarray(state["order"], dtype=np.int64)
+        if sorted(order.tolist()) != list(range(len(self.examples))):
+            raise ValueError(f"saved batch order covers {len(order)} examples; "
+                             f"this dataset has {len(self.examples)}")
+        self.order = order
+        self.rng.bit_generator.state = state["rng"]
+        self.augmenter._rng.bit_generator.state = state["augmenter_rng"]
