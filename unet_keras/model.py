@@ -25,7 +25,9 @@ def conv_block(x, filters: int, config: UNetConfig, name: str):
             kernel_initializer="he_normal", name=f"{name}_conv{i}",
         )(x)
         if config.batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            # momentum 0.9 (PyTorch's 0.1): with ~14 steps an epoch, Keras' default 0.99 leaves
+            # the moving statistics far from the batch statistics for many epochs.
+            x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
 
