@@ -64,7 +64,7 @@ def damaged(ext: str, how: str) -> bytes:
     ("truncated", "not a readable image"),
     ("corrupt_header", "not a readable image"),
     ("not_an_image", "not a readable image: content is no known image format (starts with b'image ID'"),
-])
+], ids=["empty", "truncated", "corrupt_header", "not_an_image"])
 def test_broken_image_files_are_refused_naming_the_file(tmp_path, ext, how, message):
     path = tmp_path / f"cell.{ext}"
     path.write_bytes(damaged(ext, how))
@@ -73,7 +73,8 @@ def test_broken_image_files_are_refused_naming_the_file(tmp_path, ext, how, mess
     assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
 
 
-@pytest.mark.parametrize("ext, refused", [("png", True), ("bmp", False), ("jpg", False), ("tif", False)])
+@pytest.mark.parametrize("ext, refused", [("png", True), ("bmp", False), ("jpg", False), ("tif", False)],
+                         ids=["png", "bmp", "jpg", "tif"])
 def test_damaged_pixel_data_is_caught_only_where_the_format_can_tell(tmp_path, ext, refused):
     """PNG checksums its data; BMP, baseline JPEG and uncompressed TIFF cannot tell damaged
     pixels from real ones, so those files decode (documented limitation)."""
@@ -228,7 +229,9 @@ def _layout(root, case):
     ("mask_in_colour", r"002\.png: expected a single-channel mask, found 3 channels"),
     ("duplicate_id", r"003\.jpg: duplicate image id '003' \(also .*003\.bmp\)"),
     ("corrupt_image", r"001\.bmp: not a readable image"),
-])
+], ids=["missing_dir", "empty_dir", "wrong_layout", "empty_folder", "missing_mask", "mask_other_size",
+        "mask_class_indices", "mask_not_grey_levels", "mask_16_bit", "mask_in_colour", "duplicate_id",
+        "corrupt_image"])
 def test_bad_data_directories_are_refused_naming_the_path(tmp_path, case, message):
     root = _layout(tmp_path / "data", case)
     with pytest.raises(DataError, match=message):

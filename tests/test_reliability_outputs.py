@@ -5,6 +5,7 @@ output directory. Outputs are never seen half-written."""
 import errno
 import os
 import signal
+import stat
 import subprocess
 import sys
 
@@ -147,7 +148,8 @@ def _onnx_model(path, input_name: str, input_shape: list, output_name: str) -> N
     ("onnx_nchw_input", "model.onnx: has inputs 'x' tensor(float) [1, 3, 'height', 'width'] "
                         "(channels first: NCHW); outputs"),
     ("onnx_without_metadata", "model.onnx: unusable unet_keras metadata"),
-])
+], ids=["keras_garbage", "keras_truncated", "keras_without_config", "onnx_garbage", "onnx_nchw_input",
+        "onnx_without_metadata"])
 def test_broken_model_files_are_refused(tiny_run, tmp_path, capsys, case, message):
     run, _ = tiny_run
     image = tmp_path / "cell.png"
@@ -189,20 +191,23 @@ def test_unwritable_output_directory(tiny_run, tmp_path, capsys):
 
 
 def _fail_on_call(n: int, error: int):
+    """An os.fsync whose n-th call on a file (directories are synced too) raises ``error``,
+    where a full or read-only disk reports it for buffered writes."""
     calls = [0]
     real = os.fsync
 
     def fsync(fd):
-        calls[0] += 1
-        if calls[0] == n:
-            raise OSError(error, os.strerror(error))
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            calls[0] += 1
+            if calls[0] == n:
+                raise OSError(error, os.strerror(error))
         return real(fd)
 
     return fsync
 
 
 @pytest.mark.parametrize("error, words", [(errno.ENOSPC, "No space left on device"),
-                                          (errno.EACCES, "Permission denied")])
+                                          (errno.EACCES, "Permission denied")], ids=["ENOSPC", "EACCES"])
 def test_full_or_unwritable_disk_stops_the_batch_without_partial_files(tmp_path, monkeypatch, error, words):
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -225,7 +225,8 @@ def _fake_partial(root, splits=None):
     ("corrupt_checkpoint", 1, "checkpoint.npz: unreadable checkpoint"),
     ("partial_in_the_way", 1, "holds an interrupted run; continue it with `unet-keras train --resume"),
     ("other_data", 1, "the train images differ from those the run started with"),
-])
+], ids=["nothing_there", "complete", "recipe_flags", "corrupt_checkpoint", "partial_in_the_way",
+        "other_data"])
 def test_runs_that_cannot_be_resumed(tmp_path, capsys, case, code, message):
     out = tmp_path / "run"
     args = ["train", "--resume", str(out)]

@@ -12,7 +12,8 @@ Exit codes (every failure prints one line naming the file or directory and what 
          in RUN.partial
     5    the output is in use by another running process (a `predict --out` directory, or a
          training run's RUN.partial); nothing written
-    130  interrupted (Ctrl-C); a training run keeps RUN.partial and resumes with --resume RUN
+    130  interrupted (Ctrl-C); a training run that completed an epoch keeps RUN.partial and
+         continues with --resume RUN
 
 See docs/reliability.md for every bad input and what it produces.
 """
@@ -285,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix} {err}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        kept = " (the run keeps RUN.partial; continue it with --resume RUN)" if args.command == "train" else ""
+        kept = (" (once an epoch has completed, the run is kept as RUN.partial; continue it with "
+                "--resume RUN)" if args.command == "train" else "")
         print(f"unet-keras {args.command}: interrupted{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
