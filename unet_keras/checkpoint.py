@@ -13,8 +13,10 @@ had never stopped:
 It is written under a temporary name and renamed, so a kill at any instant leaves the previous
 complete checkpoint and at most the epoch in progress is lost. ``model.keras`` (the best epoch,
 for inference: the optimizer state Keras stores in it is incidental) and ``history.csv`` are
-derived from it, written the same way, and rewritten from it on resume, so all three agree. A ``.npz`` of plain arrays rather than Keras' ``BackupAndRestore``:
-that callback writes its weights and epoch files in place (a kill mid-write corrupts them) and
+derived from it, written the same way, and rewritten from it on resume, so all three agree.
+
+A ``.npz`` of plain arrays rather than Keras' ``BackupAndRestore``: that callback writes its
+weights and epoch files in place (a kill mid-write corrupts them, and the two can disagree) and
 keeps neither the data order, the augmentation RNG nor the callbacks' state.
 """
 
@@ -180,7 +182,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state["batches"] = self.batches.get_state()
         if self.plateau is not None:
             best = self.plateau.best
-            state["plateau"] = {"wait": int(self.plateau.wait), "best": None if best is None else float(best),
+            state["plateau"] = {"wait": int(self.plateau.wait),
+                                "best": None if best is None else float(best),
                                 "cooldown_counter": int(self.plateau.cooldown_counter)}
         write_checkpoint(self.run / CHECKPOINT_FILENAME, self.model, self.best, state)
         write_history(state["history"], self.run / HISTORY_FILENAME)

@@ -124,7 +124,8 @@ def cmd_train(args) -> int:
     from unet_keras.train import check_new_run, partial_dir, resumable, run_name, train
 
     if args.resume:
-        given = [f"--{dest.replace('_', '-')}" for dest in RECIPE_FLAGS if getattr(args, dest) is not None]
+        given = [f"--{dest.replace('_', '-')}" for dest in RECIPE_FLAGS
+                 if getattr(args, dest) is not None]
         if given or args.no_augment:
             raise UsageError(f"--resume continues the recipe saved in the run's config.json; "
                              f"drop {' '.join(given + (['--no-augment'] if args.no_augment else []))}")

@@ -90,7 +90,8 @@ def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
             warnings.simplefilter("always")
             with Image.open(io.BytesIO(data)) as img:
                 # Pillow reads 16-bit colour PNGs as 8-bit RGB without saying so; say so here.
-                if img.mode in ("RGB", "RGBA") and any(";16" in str(getattr(t, "args", t)) for t in img.tile):
+                rawmodes = [str(getattr(tile, "args", tile)) for tile in img.tile]
+                if img.mode in ("RGB", "RGBA") and any(";16" in raw for raw in rawmodes):
                     notes.append("reduced a 16-bit-per-channel colour image to 8 bits")
                 img.load()
                 if img.mode in MODE_CONVERSIONS:
