@@ -44,6 +44,7 @@ class Artifacts:
     test_examples: list = dataclasses.field(default_factory=list)
     test_sizes: list = dataclasses.field(default_factory=list)
     data_source: str = ""
+    reference_probabilities: list | None = None  # Keras-JAX's, set by the accuracy pass
     notes: dict = dataclasses.field(default_factory=dict)
 
 

@@ -66,10 +66,12 @@ def layer_flops(model, height: int, width: int, batch: int = 1) -> list[dict]:
 
 
 def model_gflop(model, height: int, width: int) -> dict:
-    """Convolution GFLOP and elementwise Gop per image of ``height`` x ``width``."""
+    """Convolution GFLOP (all, and the transposed ones) and elementwise Gop per image."""
     rows = layer_flops(model, height, width)
     return {"height": height, "width": width,
             "conv_gflop": sum(r["conv_flops"] for r in rows) / 1e9,
+            "transposed_conv_gflop": sum(r["conv_flops"] for r in rows
+                                         if r["class"] == "Conv2DTranspose") / 1e9,
             "elementwise_gop": sum(r["elementwise_ops"] for r in rows) / 1e9}
 
 

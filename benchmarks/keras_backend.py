@@ -204,6 +204,12 @@ def build(args) -> dict[str, Runtime]:
 
     config = UNetConfig.load(args.config)
     backend = keras.backend.backend()
+    if args.device == "gpu":
+        import jax
+
+        if backend != "jax" or jax.default_backend() != "gpu":
+            raise RuntimeError(f"--device gpu: backend {backend!r} sees no GPU "
+                               f"(jax default backend {jax.default_backend()!r})")
     short = SHORT[backend]
     label = f"[{args.label}]" if args.label else ""
     model = load_model(args.model)

@@ -83,7 +83,7 @@ class OrtSession(Runtime):
 
     def info(self) -> dict:
         return {"file": self.path.name, "providers": self.session.get_providers(),
-                "note": self.note, **_option_summary(self.options)}
+                "device": self.device, "note": self.note, **_option_summary(self.options)}
 
     def profile(self, request: dict) -> dict:
         """onnxruntime profiler over ``runs`` calls on the fixed input: time per op type and node."""

@@ -39,6 +39,11 @@ class Profile:
     gpu_sizes: tuple[int, ...] = (256,)
     gpu_batches: tuple[int, ...] = (1, 64, 256)
     gpu_train_steps: int = 10
+    # Wall-clock budget of the whole run (None: no limit). Optional measurements (throughput at
+    # batch > 1, the jax profile) are skipped, and the report says so, when the time left after
+    # them would not cover the accuracy pass and training (``reserve_s``).
+    budget_s: float | None = None
+    reserve_s: float = 0.0
 
     @property
     def runs(self) -> int:
@@ -47,7 +52,7 @@ class Profile:
 
 QUICK = Profile(
     name="quick", latency_sizes=(128, 256), throughput_size=128, throughput_batches=(1, 2, 4),
-    train_warmup=1, keras_predict=False,
+    train_steps=1, train_warmup=1, keras_predict=False, budget_s=285.0, reserve_s=75.0,
 )
 
 FULL = Profile(

@@ -56,6 +56,76 @@ def _contention_note(res: dict) -> str:
             "threads wait at barriers for a descheduled peer. Rerun on a quiet machine.\n")
 
 
+def _ort_diagnosis(res: dict, name: str) -> str:
+    p = res.get("profiles", {}).get(name)
+    g = res.get("model", {}).get("gflop", {}).get(str(TARGET_SIZE))
+    if not p or "by_op_type" not in p or not g:
+        return f"no onnxruntime profile of {name}"
+    by_op = {o["op"]: o["ms_per_run"] for o in p["by_op_type"]}
+    conv_ms = by_op.get("Conv", 0.0) + by_op.get("QLinearConv", 0.0) + by_op.get("FusedConv", 0.0)
+    conv_gflop = g["conv_gflop"] - g.get("transposed_conv_gflop", 0.0)
+    rest = p["node_ms_per_run"] - conv_ms
+    peak = summary.sgemm_gflops(res)
+    top = ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in p["by_op_type"][:4])
+    rate = conv_gflop / conv_ms * 1000
+    rate_text = (f"{rate:.0f} int8 GOP/s" if "QLinearConv" in by_op else
+                 f"{rate:.0f} GFLOP/s ({100 * rate / peak:.0f}% of SGEMM)")
+    return (f"onnxruntime's profiler ({name}, {p['runs']} runs): {top} of node time. Its 3x3 "
+            f"convolutions ran at {rate_text} for {conv_ms:.1f} ms; "
+            f"the other {rest:.1f} ms (transposed convolutions, layout reorders, concat, slices, "
+            f"pooling) do under 5% of the FLOPs") if conv_ms else f"{name}: no Conv nodes profiled"
+
+
+def _jax_diagnosis(res: dict) -> str:
+    p = res.get("profiles", {}).get("keras-jax-fit")
+    if not p:
+        return "no jax.profiler trace (taken when the target is missed, or with --full)"
+    kinds = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(p["by_kind"].items())[:3])
+    dilated = [o for o in p["ops"] if o["kind"].startswith("dilated")]
+    layers = ", ".join(sorted({o["layer"] for o in dilated if o["layer"]}))
+    text = (f"jax.profiler ({p['size']}px, batch {p['batch']}): forward {p['forward_s'] * 1000:.0f} ms, "
+            f"forward + backward {p['forward_backward_s'] * 1000:.0f} ms; op time by kind: {kinds}.")
+    if dilated:
+        text += (f" The dilated convolutions are the kernel gradients of the 2x2/stride-2 "
+                 f"Conv2DTranspose layers ({layers}): XLA:CPU runs a convolution with rhs dilation "
+                 f"through a generic loop, not YNNPACK/Eigen, so {_transposed_share(res)} of "
+                 f"the FLOPs take {100 * sum(o['share'] for o in dilated):.0f}% of the op time. "
+                 "Computing the "
+                 "upsampling as a matmul + depth-to-space (same weights, same outputs: "
+                 "`keras-jax-fit-mmup`) removes them.")
+    train = summary.training_table(res)
+    flags = {n: r.get("vs_torch") for n, r in train.items() if n.startswith("keras-jax-fit[")}
+    if flags:
+        text += (" XLA flag variants, images/s vs PyTorch: "
+                 + ", ".join(f"{n[len('keras-jax-fit'):]} {_x(v)}" for n, v in flags.items())
+                 + f" (default {_x(train.get(summary.KERAS_JAX_TRAIN, {}).get('vs_torch'))}).")
+    return text
+
+
+def _transposed_share(res: dict) -> str:
+    g = res.get("model", {}).get("gflop", {}).get(str(res.get("training_setup", {}).get("size")))
+    if not g or "transposed_conv_gflop" not in g:
+        return "a few percent"
+    return f"{100 * g['transposed_conv_gflop'] / g['conv_gflop']:.1f}%"
+
+
+def _missed_section(res: dict, targets: list[dict]) -> str:
+    lines = []
+    for t in targets:
+        if t["met"] is not False:
+            continue
+        if "onnxruntime" in t["target"]:
+            why = _ort_diagnosis(res, "ort-tuned")
+            if "int8" in t["figure"] and "within" in t["figure"]:
+                why += ". " + _ort_diagnosis(res, "ort-int8")
+        elif "Keras-JAX training" in t["target"]:
+            why = _jax_diagnosis(res)
+        else:
+            why = "no profile for this target"
+        lines.append(f"- **{t['target']}**: {t['figure']} ({t['gap']}). {why}.")
+    return "\n".join(lines) + "\n" if lines else "Every measured target was met.\n"
+
+
 def _latency_section(title: str, tables: dict, unit_batch: bool = True) -> str:
     out = []
     for size, rows in sorted(tables.items(), key=lambda kv: int(kv[0])):
@@ -136,6 +206,8 @@ def _memory_section(res: dict) -> str:
 
 def _profiles_section(res: dict) -> str:
     out = []
+    if "keras-jax-fit" in res.get("profiles", {}):
+        out.append(f"### Keras-JAX training: where the time goes\n\n{_jax_diagnosis(res)}\n")
     for name, p in res.get("profiles", {}).items():
         if "by_op_type" in p:
             out.append(f"### onnxruntime profiler: {name}, 256x256 batch 1 ({p['runs']} runs, "
@@ -196,7 +268,16 @@ def _model_section(res: dict) -> str:
             f"base {m.get('config', {}).get('base_filters')}\n"
             f"- convolution GFLOP per image (2 x MACs, from the Keras layers): {gflop}\n"
             f"- ONNX: {notes.get('onnx_export')}\n- int8: {notes.get('int8')}\n"
-            f"- test data: {m.get('data_source') or 'none'}\n")
+            f"- test data: {m.get('data_source') or 'none'}\n"
+            f"- PyTorch reference vs Keras-JAX before timing: {_torch_parity(res)}\n")
+
+
+def _torch_parity(res: dict) -> str:
+    info = res.get("runtimes", {}).get("torch-eager")
+    if info and "parity_max_abs_diff" in info:
+        return (f"max abs diff {info['parity_max_abs_diff']:.2e} <= {info['parity_tolerance']:g} "
+                "on a fixed random batch (3 images, 96x160)")
+    return res.get("errors", {}).get("torch", "not run")
 
 
 METHOD = """\
@@ -217,6 +298,7 @@ METHOD = """\
 
 def render(res: dict, figures: dict[str, str]) -> str:
     meta = res["meta"]
+    targets = summary.targets(res)
     parts = [f"# Benchmark report: {meta['profile']} run, {meta['started']}\n",
              f"{headline(res)}\n",
              _contention_note(res),
@@ -224,7 +306,8 @@ def render(res: dict, figures: dict[str, str]) -> str:
              "## Targets\n",
              _md_table(["target", "measured", "status", "vs target"],
                        [[t["target"], t["figure"], _status(t["met"]), t["gap"] or "-"]
-                        for t in summary.targets(res)]),
+                        for t in targets]),
+             "### Missed targets: what the profiles show\n", _missed_section(res, targets),
              "## Machine\n", _machine_section(res), "## Model\n", _model_section(res),
              "## Batch-1 latency\n"]
     if "latency" in figures:
@@ -250,6 +333,8 @@ def render(res: dict, figures: dict[str, str]) -> str:
     else:
         parts.append(f"Not measured: {res.get('errors', {}).get('gpu', 'no GPU in this run (run with --gpu on a GPU machine)')}.\n")
     parts += ["## Method\n", METHOD]
+    if res.get("skipped"):
+        parts += ["## Skipped\n", "\n".join(f"- {s}" for s in res["skipped"]) + "\n"]
     if res.get("errors"):
         parts += ["## Errors\n", "\n".join(f"- {k}: {str(v)[:400]}" for k, v in res["errors"].items()) + "\n"]
     return "\n".join(parts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,27 @@ def _memory(res: dict, workers: dict[str, Worker], phase: str, timeout: float) -
             res["errors"][label] = str(err)
 
 
+def _left(res: dict, profile) -> float:
+    """Seconds of the profile's budget left after its reserve (inf without a budget)."""
+    if profile.budget_s is None:
+        return float("inf")
+    return profile.budget_s - profile.reserve_s - (time.time() - res["meta"]["t0"])
+
+
+def _estimate_seconds(res: dict, key: str, size: int, batch: int, profile) -> float:
+    """Time a throughput measurement will take, from the batch-1 latencies at that size."""
+    latency = res.get(f"latency{key}", {}).get(str(size), {})
+    per_image = sum(np.median(t["seconds"]) for t in latency.values())
+    return per_image * batch * (profile.runs + profile.warmup) * 1.1
+
+
 def inference_phases(res: dict, infer: dict[str, Worker], sizes, batches, batch_size: int,
                      profile, timeout: float, key: str = "") -> None:
-    """Batch-1 latency at each size, then throughput at ``batch_size`` for each batch."""
+    """Batch-1 latency at each size, then throughput at ``batch_size`` for each batch.
+
+    Throughput at a batch is skipped (and listed in ``res["skipped"]``) when its estimated time
+    exceeds what is left of the profile's budget.
+    """
     errors = res["errors"]
     latency = res.setdefault(f"latency{key}", {})
     for size in sizes:
@@ -54,6 +73,13 @@ def inference_phases(res: dict, infer: dict[str, Worker], sizes, batches, batch_
         if batch == 1 and str(batch_size) in latency:
             throughput["batches"]["1"] = latency[str(batch_size)]
             continue
+        estimate = _estimate_seconds(res, key, batch_size, batch, profile)
+        if estimate > _left(res, profile):
+            res.setdefault("skipped", []).append(
+                f"throughput{key} batch {batch}: needs about {estimate:.0f} s, "
+                f"{max(0, _left(res, profile)):.0f} s left of the {profile.name} budget")
+            log.info("skipped: %s", res["skipped"][-1])
+            continue
         log.info("throughput%s %dx%d, batch %d", key, batch_size, batch_size, batch)
         throughput["batches"][str(batch)] = interleaved(
             infer, {"op": "infer", "batch": batch, "size": batch_size}, profile.rounds, "runs",
@@ -65,7 +91,12 @@ def _file_name(name: str) -> str:
 
 
 def accuracy_phase(res: dict, infer: dict[str, Worker], art, work: Path, timeout: float) -> None:
-    """Every runtime predicts the test images; one scoring code scores them all."""
+    """Every runtime predicts the test images; one scoring code scores them all.
+
+    Called once for the CPU runtimes and again, later, for the GPU ones: rows accumulate in
+    ``res["accuracy"]["runtimes"]``; the Keras-JAX (CPU) probabilities are kept on ``art`` as
+    the reference of the agreement column.
+    """
     from unet_keras.evaluate import score_probabilities
     from unet_keras.preprocess import crop_to
 
@@ -91,8 +122,10 @@ def accuracy_phase(res: dict, infer: dict[str, Worker], art, work: Path, timeout
             res["errors"][f"accuracy {name}"] = str(err)
             continue
         probs[name] = maps
-    reference = probs.get(REFERENCE_RUNTIME)
-    rows = {}
+    if REFERENCE_RUNTIME in probs:
+        art.reference_probabilities = probs[REFERENCE_RUNTIME]
+    reference = getattr(art, "reference_probabilities", None)
+    rows = res.get("accuracy", {}).get("runtimes", {})
     thresholds = art.config.channel_thresholds()
     for name, maps in probs.items():
         row = {"predict_seconds": seconds[name], "images": len(maps)}
@@ -116,7 +149,7 @@ def accuracy_phase(res: dict, infer: dict[str, Worker], art, work: Path, timeout
 
 
 def profile_phase(res: dict, workers_by_runtime: dict[str, Worker], profile, work: Path,
-                  timeout: float, training_missed: bool) -> None:
+                  timeout: float) -> None:
     """onnxruntime's op profile at 256 px batch 1; the Keras-JAX training step's op breakdown."""
     found = res.setdefault("profiles", {})
     for name in ("ort-tuned", "ort-int8"):
@@ -129,9 +162,11 @@ def profile_phase(res: dict, workers_by_runtime: dict[str, Worker], profile, wor
             except WorkerError as err:
                 res["errors"][f"profile {name}"] = str(err)
     jax_fits = ["keras-jax-fit"] + (["keras-jax-fit-mmup"] if profile.name == "full" else [])
-    if not training_missed and profile.name != "full":
-        jax_fits = []
     for name in jax_fits:
+        if name in workers_by_runtime and _left(res, profile) + profile.reserve_s < 45:
+            res.setdefault("skipped", []).append(f"jax.profiler of {name}: over the "
+                                                 f"{profile.name} budget")
+            continue
         if name in workers_by_runtime:
             log.info("jax.profiler: %s training step", name)
             try:
@@ -139,16 +174,6 @@ def profile_phase(res: dict, workers_by_runtime: dict[str, Worker], profile, wor
                     {"op": "profile", "runtime": name, "runs": 3}, timeout)
             except WorkerError as err:
                 res["errors"][f"profile {name}"] = str(err)
-
-
-def _training_ratio_missed(res: dict) -> bool:
-    train = res.get("training", {})
-    try:
-        jax = np.median(train["keras-jax-fit"]["seconds"])
-        torch = np.median(train["torch-train"]["seconds"])
-    except (KeyError, ValueError):
-        return True
-    return torch / jax < 0.8
 
 
 def measure_all(res: dict, workers: dict[str, Worker], art, profile, work: Path, args) -> None:
@@ -170,11 +195,12 @@ def measure_all(res: dict, workers: dict[str, Worker], art, profile, work: Path,
     _memory(res, workers, "after_training", timeout)
     by_runtime = {name: workers[info["worker"]] for name, info in res["runtimes"].items()
                   if info["worker"] in workers}
-    profile_phase(res, by_runtime, profile, work, timeout, _training_ratio_missed(res))
+    profile_phase(res, by_runtime, profile, work, timeout)
     gpu_infer = _select(res, workers, "infer", "gpu")
     if gpu_infer:
         inference_phases(res, gpu_infer, profile.gpu_sizes, profile.gpu_batches,
                          max(profile.gpu_sizes), profile, timeout, key="_gpu")
+        accuracy_phase(res, gpu_infer, art, work, timeout)
         gpu_train = _select(res, workers, "train", "gpu")
         res["training_gpu"] = interleaved(gpu_train, {"op": "train"}, profile.train_rounds,
                                           "steps", profile.gpu_train_steps, profile.train_warmup,

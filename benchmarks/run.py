@@ -64,7 +64,8 @@ def _worker_specs(art, profile: Profile, work: Path, gpu: bool) -> list[tuple]:
         specs += [
             ("keras-jax-gpu", "benchmarks.keras_backend",
              model + gpu_train + ["--device", "gpu", "--precisions", "fp16", "bf16", "--label", "gpu"],
-             {"KERAS_BACKEND": "jax"}),
+             # No preallocation: PyTorch and onnxruntime share the device from other processes.
+             {"KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}),
             ("torch-gpu", "benchmarks.torch_backend",
              ["--weights", str(art.weights), "--config", str(art.model_path.parent / "config.json"),
               "--parity-inputs", str(art.parity_inputs), "--parity-reference",
@@ -92,35 +93,40 @@ def _start(spec, work: Path) -> Worker:
 def run(args, profile: Profile) -> dict:
     from benchmarks import artifacts, results as results_lib
 
-    out = Path(args.out)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    res: dict = {"meta": {"profile": profile.name, "command": " ".join(sys.argv),
+    res: dict = {"meta": {"profile": profile.name, "t0": started, "command": " ".join(sys.argv),
                           "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "gpu_requested": args.gpu},
                  "machine": machine.describe(), "versions": machine.versions(), "errors": {}}
     log.info("SGEMM peak (before)")
     res["peak"] = {"before": sgemm_peak()}
 
     art = artifacts.prepare_model(args.model, work)
-    import keras
-
-    from unet_keras.model import load_model
-
-    keras_model = load_model(art.model_path)
-    sizes = sorted({*profile.latency_sizes, profile.throughput_size, profile.train_size,
-                    *(profile.gpu_sizes if args.gpu else ())})
-    res["model"] = {"path": str(art.model_path), "trained": art.trained,
-                    "config": art.config.to_dict(), "parameters": keras_model.count_params(),
-                    "gflop": {str(s): model_gflop(keras_model, s, s) for s in sizes}}
-    artifacts.write_torch_inputs(art, keras_model, work)
-    del keras_model
-    keras.backend.clear_session()
-
+    # Keras workers need only the model file: start them first, so their (single-threaded)
+    # imports overlap with the coordinator's own set-up.
     workers: dict[str, Worker] = {}
-    for spec in _worker_specs(art, profile, work, args.gpu):
-        workers[spec[0]] = _start(spec, work)
+    specs = _worker_specs(art, profile, work, args.gpu)
+    for spec in specs:
+        if spec[1] == "benchmarks.keras_backend":
+            workers[spec[0]] = _start(spec, work)
     try:
+        import keras
+
+        from unet_keras.model import load_model
+
+        keras_model = load_model(art.model_path)
+        sizes = sorted({*profile.latency_sizes, profile.throughput_size, profile.train_size,
+                        *(profile.gpu_sizes if args.gpu else ())})
+        res["model"] = {"path": str(art.model_path), "trained": art.trained,
+                        "config": art.config.to_dict(), "parameters": keras_model.count_params(),
+                        "gflop": {str(s): model_gflop(keras_model, s, s) for s in sizes}}
+        artifacts.write_torch_inputs(art, keras_model, work)
+        del keras_model
+        keras.backend.clear_session()
+        for spec in specs:
+            if spec[0] not in workers:
+                workers[spec[0]] = _start(spec, work)
         log.info("loading test data and exporting ONNX while workers start")
         try:
             calibration = artifacts.load_test_data(art, work, args.data_dir,
