@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
+from export.instances import instances_by_component
 from export.metadata import REQUIRED_KEYS, decode_metadata
 from export.tiling import default_overlap, tile_predict
 from unet_keras.config import UNetConfig
@@ -177,13 +178,21 @@ class Segmenter:
 
     def segment(self, image: np.ndarray, image_name: str = "image",
                 instance_method: str = "watershed") -> SegmentResult:
-        """Probabilities, label map, dataset-encoded mask, cell instances and measurements."""
+        """Probabilities, label map, dataset-encoded mask, cell instances and measurements.
+
+        Images larger than a tile are postprocessed one connected component at a time
+        (``export.instances``): the same cells, numbered component by component.
+        """
         probability, notes = self._probabilities(image)
         labels = probabilities_to_labels(probability, self.thresholds)
         has_nucleus = self.out_channels == 2
-        instances = separate_instances(labels > 0, labels == 2 if has_nucleus else None,
-                                       method=instance_method)
-        cells = measure_cells(instances, labels, image_name, has_nucleus=has_nucleus)
+        if labels.size > self.tile**2:  # whole-image postprocessing would need several GB
+            instances, cells = instances_by_component(labels, image_name, has_nucleus,
+                                                      instance_method)
+        else:
+            instances = separate_instances(labels > 0, labels == 2 if has_nucleus else None,
+                                           method=instance_method)
+            cells = measure_cells(instances, labels, image_name, has_nucleus=has_nucleus)
         return SegmentResult(probability, labels, labels_to_png(labels, self.out_channels),
                              instances, cells, notes)
 

@@ -1,0 +1,58 @@
+"""Instances and measurements of a large label map, one connected component at a time.
+
+``postprocess.separate_instances`` on a whole 8000 x 8000 label map needs several GB (distance
+transform, h-maxima reconstruction and watershed over 64 M pixels: 7.4 GB measured). Its result
+for a cell depends only on the 8-connected component of the cell mask that holds it (distances,
+markers, maxima and the watershed all stay inside the mask), so calling the same
+``separate_instances`` and ``measure_cells`` on each component's bounding box gives the same
+cells with a small working set. Two differences from a whole-image call: labels are numbered
+component by component (raster order of each component's first pixel), and where two touching
+cells are equally far from both seeds the watershed may give a boundary pixel to the other cell
+(its ties follow marker numbering): a few pixels per touching pair, never a different count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from unet_keras.postprocess import measure_cells, separate_instances
+
+# Columns of measure_cells that are positions: shifted from the crop to the image.
+ROW_COLUMNS = ("centroid_y", "bbox_min_row", "bbox_max_row")
+COL_COLUMNS = ("centroid_x", "bbox_min_col", "bbox_max_col")
+
+
+def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: bool,
+                           method: str = "watershed") -> tuple[np.ndarray, list[dict]]:
+    """``separate_instances`` + ``measure_cells`` per connected component of ``label_map > 0``.
+
+    Returns:
+        (instances int32 (H, W) labelled 1..N, one ``measure_cells`` row per instance).
+    """
+    label_map = np.asarray(label_map)
+    # The component map becomes the instance map in place: instance ids are written negated so
+    # they cannot be mistaken for component ids still to be read, then flipped at the end.
+    work = np.empty(label_map.shape, np.int32)
+    count = ndi.label(label_map > 0, structure=np.ones((3, 3), bool), output=work)
+    rows: list[dict] = []
+    next_id = 0
+    for component, box in enumerate(ndi.find_objects(work, max_label=count), start=1):
+        if box is None:
+            continue
+        crop = work[box]
+        mask = crop == component
+        labels = np.where(mask, label_map[box], 0).astype(np.uint8)
+        cells = separate_instances(mask, labels == 2 if has_nucleus else None, method=method)
+        crop[mask] = np.where(cells[mask] > 0, -(cells[mask] + next_id), 0)
+        r0, c0 = box[0].start, box[1].start
+        for row in measure_cells(cells, labels, image_name, has_nucleus=has_nucleus):
+            row["label"] += next_id
+            for key in ROW_COLUMNS:
+                row[key] += r0
+            for key in COL_COLUMNS:
+                row[key] += c0
+            rows.append(row)
+        next_id += int(cells.max(initial=0))
+    np.negative(work, out=work)
+    return work, rows
