@@ -75,7 +75,10 @@ def model_gflop(model, height: int, width: int) -> dict:
             "elementwise_gop": sum(r["elementwise_ops"] for r in rows) / 1e9}
 
 
-def sgemm_peak(n: int = 2048, repeats: int = 7) -> dict:
+SGEMM_N = 2048
+
+
+def sgemm_peak(n: int = SGEMM_N, repeats: int = 7) -> dict:
     """Measured FP32 GFLOP/s of numpy's ``n x n @ n x n`` (2 n^3 FLOPs), the practical peak.
 
     Numpy calls its BLAS (OpenBLAS in the wheels) with all cores; a large square SGEMM is the

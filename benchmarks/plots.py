@@ -17,7 +17,7 @@ def _pyplot():
 
 
 def _lines(ax, tables: dict[str, dict], x_label: str, value: str, low: str, high: str) -> None:
-    names = sorted({n for rows in tables.values() for n in rows})
+    names = sorted({n for rows in tables.values() for n, r in rows.items() if not r.get("reference")})
     xs = sorted(tables, key=int)
     for name in names:
         pts = [(int(x), tables[x][name]) for x in xs if name in tables[x]]

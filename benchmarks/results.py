@@ -25,7 +25,7 @@ def _select(res: dict, workers: dict[str, Worker], kind: str, device: str) -> di
     chosen = {}
     for name, info in res["runtimes"].items():
         if info.get(kind) and info.get("device", "cpu") == device and info["worker"] in workers \
-                and name not in res["errors"]:
+                and name not in res["errors"] and not info.get("reference"):
             chosen[name] = workers[info["worker"]]
     return chosen
 
@@ -47,15 +47,21 @@ def _left(res: dict, profile) -> float:
     return profile.budget_s - profile.reserve_s - (time.time() - res["meta"]["t0"])
 
 
-def _estimate_seconds(res: dict, key: str, size: int, batch: int, profile) -> float:
+def _estimate_seconds(res: dict, key: str, size: int, batch: int, profile, names) -> float:
     """Time a throughput measurement will take, from the batch-1 latencies at that size."""
     latency = res.get(f"latency{key}", {}).get(str(size), {})
-    per_image = sum(np.median(t["seconds"]) for t in latency.values())
+    per_image = sum(np.median(t["seconds"]) for n, t in latency.items() if n in names)
     return per_image * batch * (profile.runs + profile.warmup) * 1.1
 
 
+def _references(res: dict, workers: dict[str, Worker]) -> dict[str, Worker]:
+    return {name: workers[info["worker"]] for name, info in res["runtimes"].items()
+            if info.get("reference") and info["worker"] in workers and name not in res["errors"]}
+
+
 def inference_phases(res: dict, infer: dict[str, Worker], sizes, batches, batch_size: int,
-                     profile, timeout: float, key: str = "") -> None:
+                     profile, timeout: float, key: str = "",
+                     references: dict[str, Worker] | None = None) -> None:
     """Batch-1 latency at each size, then throughput at ``batch_size`` for each batch.
 
     Throughput at a batch is skipped (and listed in ``res["skipped"]``) when its estimated time
@@ -65,15 +71,17 @@ def inference_phases(res: dict, infer: dict[str, Worker], sizes, batches, batch_
     latency = res.setdefault(f"latency{key}", {})
     for size in sizes:
         log.info("latency%s %dx%d, batch 1: %d runtimes", key, size, size, len(infer))
-        latency[str(size)] = interleaved(infer, {"op": "infer", "batch": 1, "size": size},
+        latency[str(size)] = interleaved({**infer, **(references or {})},
+                                         {"op": "infer", "batch": 1, "size": size},
                                          profile.rounds, "runs", profile.runs_per_round,
                                          profile.warmup, timeout, errors)
     throughput = res.setdefault(f"throughput{key}", {"size": batch_size, "batches": {}})
     for batch in batches:
         if batch == 1 and str(batch_size) in latency:
-            throughput["batches"]["1"] = latency[str(batch_size)]
+            throughput["batches"]["1"] = {n: t for n, t in latency[str(batch_size)].items()
+                                          if n in infer}
             continue
-        estimate = _estimate_seconds(res, key, batch_size, batch, profile)
+        estimate = _estimate_seconds(res, key, batch_size, batch, profile, infer)
         if estimate > _left(res, profile):
             res.setdefault("skipped", []).append(
                 f"throughput{key} batch {batch}: needs about {estimate:.0f} s, "
@@ -181,7 +189,8 @@ def measure_all(res: dict, workers: dict[str, Worker], art, profile, work: Path,
     res.setdefault("memory", {})
     cpu_infer = _select(res, workers, "infer", "cpu")
     inference_phases(res, cpu_infer, profile.latency_sizes, profile.throughput_batches,
-                     profile.throughput_size, profile, timeout)
+                     profile.throughput_size, profile, timeout,
+                     references=_references(res, workers))
     _memory(res, workers, "after_inference", timeout)
     accuracy_phase(res, _select(res, workers, "infer", "cpu"), art, work, timeout)
     cpu_train = _select(res, workers, "train", "cpu")

@@ -54,6 +54,7 @@ def _worker_specs(art, profile: Profile, work: Path, gpu: bool) -> list[tuple]:
           str(art.parity_reference), *train[:], *(["--channels-last"] if profile.channels_last else [])],
          cpu_only),
     ]
+    specs.append(("numpy", "benchmarks.sgemm_backend", [], {}))
     for label, flags in profile.jax_flag_variants:
         specs.append((f"keras-jax[{label}]", "benchmarks.keras_backend",
                       model + train + ["--no-infer", "--label", label],
@@ -124,7 +125,8 @@ def run(args, profile: Profile) -> dict:
         artifacts.write_torch_inputs(art, keras_model, work)
         del keras_model
         keras.backend.clear_session()
-        for spec in specs:
+        # Specs again: the PyTorch worker's arguments name the files just written.
+        for spec in _worker_specs(art, profile, work, args.gpu):
             if spec[0] not in workers:
                 workers[spec[0]] = _start(spec, work)
         log.info("loading test data and exporting ONNX while workers start")
