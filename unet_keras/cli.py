@@ -242,7 +242,23 @@ def _keras_probability_fn(model, config: UNetConfig, tile: int):
 def cmd_export(args) -> int:
     from export.onnx_export import export_onnx
 
-    report = export_onnx(args.model, args.out, route=args.route, opset=args.opset)
+    if args.precision == "fp32":
+        report = export_onnx(args.model, args.out, route=args.route, opset=args.opset)
+    else:
+        from export.precision import export_reduced
+        from unet_keras.data.loading import load_fold
+
+        # The Dice gate runs on the model's own test fold; calibration uses its training part.
+        _, config = resolve_model(args.model)
+        data = load_fold(config, args.data_dir)
+        if data.synthetic:
+            print(f"warning: Dice check on {data.source}", file=sys.stderr)
+        report = export_reduced(
+            args.model, args.out, args.precision,
+            images=[e["image"] for e in data.test], label_maps=[e["mask"] for e in data.test],
+            calibration_images=[e["image"] for e in data.train[:32]],
+            route=args.route, opset=args.opset,
+        )
     print(json.dumps(report, indent=2, default=str))
     return EXIT_OK
 
