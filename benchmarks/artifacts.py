@@ -10,7 +10,6 @@ Runs in the coordinator under ``KERAS_BACKEND=jax``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from pathlib import Path
 
@@ -18,8 +17,6 @@ import numpy as np
 
 from unet_keras.config import CONFIG_FILENAME, UNetConfig
 from unet_keras.preprocess import pad_to_multiple, to_model_input
-
-log = logging.getLogger("benchmarks")
 
 SEED = 0
 PARITY_BATCH = (3, 96, 160)  # batch, height, width: non-square, several images

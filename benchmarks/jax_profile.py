@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.worker import training_arrays
 
 WRAPPERS = ("ThunkExecutor", "block_until_ready", "stop_trace", "start_trace")

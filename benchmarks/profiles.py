@@ -23,8 +23,8 @@ class Profile:
     latency_sizes: tuple[int, ...]
     throughput_size: int
     throughput_batches: tuple[int, ...]
-    rounds: int = 4
-    runs_per_round: int = 5
+    rounds: int = 5
+    runs_per_round: int = 4
     warmup: int = 2
     train_size: int = 128
     train_batch: int = 16
@@ -39,11 +39,11 @@ class Profile:
     gpu_sizes: tuple[int, ...] = (256,)
     gpu_batches: tuple[int, ...] = (1, 64, 256)
     gpu_train_steps: int = 10
-    # Wall-clock budget of the whole run (None: no limit). Optional measurements (throughput at
-    # batch > 1, the jax profile) are skipped, and the report says so, when the time left after
-    # them would not cover the accuracy pass and training (``reserve_s``).
+    # Wall-clock budget of the whole run (None: no limit). The optional measurements, taken
+    # last (throughput at batch > 1, the jax profile), are skipped, and the report says so,
+    # when their estimated time exceeds what is left minus ``reserve_s``.
     budget_s: float | None = None
-    reserve_s: float = 0.0
+    reserve_s: float = 10.0
 
     @property
     def runs(self) -> int:
@@ -52,7 +52,7 @@ class Profile:
 
 QUICK = Profile(
     name="quick", latency_sizes=(128, 256), throughput_size=128, throughput_batches=(1, 2, 4),
-    train_steps=1, train_warmup=1, keras_predict=False, budget_s=285.0, reserve_s=75.0,
+    train_steps=1, train_warmup=1, keras_predict=False, budget_s=285.0,
 )
 
 FULL = Profile(

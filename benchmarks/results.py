@@ -51,7 +51,8 @@ def _estimate_seconds(res: dict, key: str, size: int, batch: int, profile, names
     """Time a throughput measurement will take, from the batch-1 latencies at that size."""
     latency = res.get(f"latency{key}", {}).get(str(size), {})
     per_image = sum(np.median(t["seconds"]) for n, t in latency.items() if n in names)
-    return per_image * batch * (profile.runs + profile.warmup) * 1.1
+    # Contention can double a phase; over-estimating skips an optional batch, never the budget.
+    return per_image * batch * (profile.runs + profile.warmup) * 1.5
 
 
 def _references(res: dict, workers: dict[str, Worker]) -> dict[str, Worker]:
@@ -59,39 +60,43 @@ def _references(res: dict, workers: dict[str, Worker]) -> dict[str, Worker]:
             if info.get("reference") and info["worker"] in workers and name not in res["errors"]}
 
 
-def inference_phases(res: dict, infer: dict[str, Worker], sizes, batches, batch_size: int,
-                     profile, timeout: float, key: str = "",
-                     references: dict[str, Worker] | None = None) -> None:
-    """Batch-1 latency at each size, then throughput at ``batch_size`` for each batch.
-
-    Throughput at a batch is skipped (and listed in ``res["skipped"]``) when its estimated time
-    exceeds what is left of the profile's budget.
-    """
-    errors = res["errors"]
+def latency_phase(res: dict, infer: dict[str, Worker], sizes, profile, timeout: float,
+                  key: str = "", references: dict[str, Worker] | None = None) -> None:
+    """Batch-1 latency at each size; reference runtimes (SGEMM) are timed in the same rounds."""
     latency = res.setdefault(f"latency{key}", {})
     for size in sizes:
         log.info("latency%s %dx%d, batch 1: %d runtimes", key, size, size, len(infer))
         latency[str(size)] = interleaved({**infer, **(references or {})},
                                          {"op": "infer", "batch": 1, "size": size},
                                          profile.rounds, "runs", profile.runs_per_round,
-                                         profile.warmup, timeout, errors)
-    throughput = res.setdefault(f"throughput{key}", {"size": batch_size, "batches": {}})
+                                         profile.warmup, timeout, res["errors"])
+
+
+def throughput_phase(res: dict, infer: dict[str, Worker], batches, size: int, profile,
+                     timeout: float, key: str = "") -> None:
+    """Images/s at ``size`` for each batch (batch 1 is the latency measurement, when taken).
+
+    A batch is skipped (and listed in ``res["skipped"]``) when its estimated time exceeds what
+    is left of the profile's budget.
+    """
+    latency = res.get(f"latency{key}", {})
+    throughput = res.setdefault(f"throughput{key}", {"size": size, "batches": {}})
     for batch in batches:
-        if batch == 1 and str(batch_size) in latency:
-            throughput["batches"]["1"] = {n: t for n, t in latency[str(batch_size)].items()
+        if batch == 1 and str(size) in latency:
+            throughput["batches"]["1"] = {n: t for n, t in latency[str(size)].items()
                                           if n in infer}
             continue
-        estimate = _estimate_seconds(res, key, batch_size, batch, profile, infer)
+        estimate = _estimate_seconds(res, key, size, batch, profile, infer)
         if estimate > _left(res, profile):
             res.setdefault("skipped", []).append(
                 f"throughput{key} batch {batch}: needs about {estimate:.0f} s, "
                 f"{max(0, _left(res, profile)):.0f} s left of the {profile.name} budget")
             log.info("skipped: %s", res["skipped"][-1])
             continue
-        log.info("throughput%s %dx%d, batch %d", key, batch_size, batch_size, batch)
+        log.info("throughput%s %dx%d, batch %d", key, size, size, batch)
         throughput["batches"][str(batch)] = interleaved(
-            infer, {"op": "infer", "batch": batch, "size": batch_size}, profile.rounds, "runs",
-            profile.runs_per_round, profile.warmup, timeout, errors)
+            infer, {"op": "infer", "batch": batch, "size": size}, profile.rounds, "runs",
+            profile.runs_per_round, profile.warmup, timeout, res["errors"])
 
 
 def _file_name(name: str) -> str:
@@ -171,7 +176,7 @@ def profile_phase(res: dict, workers_by_runtime: dict[str, Worker], profile, wor
                 res["errors"][f"profile {name}"] = str(err)
     jax_fits = ["keras-jax-fit"] + (["keras-jax-fit-mmup"] if profile.name == "full" else [])
     for name in jax_fits:
-        if name in workers_by_runtime and _left(res, profile) + profile.reserve_s < 45:
+        if name in workers_by_runtime and _left(res, profile) < 40:
             res.setdefault("skipped", []).append(f"jax.profiler of {name}: over the "
                                                  f"{profile.name} budget")
             continue
@@ -184,37 +189,42 @@ def profile_phase(res: dict, workers_by_runtime: dict[str, Worker], profile, wor
                 res["errors"][f"profile {name}"] = str(err)
 
 
+def training_phase(res: dict, trainers: dict[str, Worker], profile, timeout: float,
+                   key: str = "training", steps: int | None = None) -> None:
+    steps = steps or profile.train_steps
+    log.info("%s %dx%d, batch %d: %d runtimes", key, profile.train_size, profile.train_size,
+             profile.train_batch, len(trainers))
+    res[key] = interleaved(trainers, {"op": "train"}, profile.train_rounds, "steps", steps,
+                           profile.train_warmup, timeout, res["errors"])
+    res[f"{key}_setup"] = {"size": profile.train_size, "batch": profile.train_batch,
+                           "steps_per_round": steps, "rounds": profile.train_rounds,
+                           "warmup_steps": profile.train_warmup}
+
+
 def measure_all(res: dict, workers: dict[str, Worker], art, profile, work: Path, args) -> None:
+    """Required measurements first (latency, accuracy, training), optional ones as time allows."""
     timeout = args.call_timeout
     res.setdefault("memory", {})
     cpu_infer = _select(res, workers, "infer", "cpu")
-    inference_phases(res, cpu_infer, profile.latency_sizes, profile.throughput_batches,
-                     profile.throughput_size, profile, timeout,
-                     references=_references(res, workers))
-    _memory(res, workers, "after_inference", timeout)
+    latency_phase(res, cpu_infer, profile.latency_sizes, profile, timeout,
+                  references=_references(res, workers))
     accuracy_phase(res, _select(res, workers, "infer", "cpu"), art, work, timeout)
-    cpu_train = _select(res, workers, "train", "cpu")
-    log.info("training %dx%d, batch %d: %d runtimes", profile.train_size, profile.train_size,
-             profile.train_batch, len(cpu_train))
-    res["training"] = interleaved(cpu_train, {"op": "train"}, profile.train_rounds, "steps",
-                                  profile.train_steps, profile.train_warmup, timeout, res["errors"])
-    res["training_setup"] = {"size": profile.train_size, "batch": profile.train_batch,
-                             "steps_per_round": profile.train_steps,
-                             "rounds": profile.train_rounds, "warmup_steps": profile.train_warmup}
+    _memory(res, workers, "after_inference", timeout)
+    training_phase(res, _select(res, workers, "train", "cpu"), profile, timeout)
     _memory(res, workers, "after_training", timeout)
+    throughput_phase(res, _select(res, workers, "infer", "cpu"), profile.throughput_batches,
+                     profile.throughput_size, profile, timeout)
+    _memory(res, workers, "end", timeout)
     by_runtime = {name: workers[info["worker"]] for name, info in res["runtimes"].items()
                   if info["worker"] in workers}
     profile_phase(res, by_runtime, profile, work, timeout)
     gpu_infer = _select(res, workers, "infer", "gpu")
     if gpu_infer:
-        inference_phases(res, gpu_infer, profile.gpu_sizes, profile.gpu_batches,
-                         max(profile.gpu_sizes), profile, timeout, key="_gpu")
+        latency_phase(res, gpu_infer, profile.gpu_sizes, profile, timeout, key="_gpu")
+        throughput_phase(res, gpu_infer, profile.gpu_batches, max(profile.gpu_sizes), profile,
+                         timeout, key="_gpu")
         accuracy_phase(res, gpu_infer, art, work, timeout)
-        gpu_train = _select(res, workers, "train", "gpu")
-        res["training_gpu"] = interleaved(gpu_train, {"op": "train"}, profile.train_rounds,
-                                          "steps", profile.gpu_train_steps, profile.train_warmup,
-                                          timeout, res["errors"])
-        res["training_gpu_setup"] = {**res["training_setup"],
-                                     "steps_per_round": profile.gpu_train_steps}
+        training_phase(res, _select(res, workers, "train", "gpu"), profile, timeout,
+                       key="training_gpu", steps=profile.gpu_train_steps)
     elif args.gpu:
         res["errors"]["gpu"] = "--gpu given but no GPU runtime started (no CUDA device or build)"

@@ -4,9 +4,10 @@
 
 Order of a run: the machine's SGEMM peak; the model and everything made from it
 (``benchmarks.artifacts``); the workers, started together (``benchmarks.worker``); then, each
-interleaved across runtimes, batch-1 latency per image size, throughput per batch size, and
-training throughput; the accuracy pass (one scoring code, ``unet_keras.evaluate``); op-level
-profiles; the SGEMM peak again. Timings are taken only while nothing else of this run computes.
+interleaved across runtimes, batch-1 latency per image size (numpy's SGEMM in the same rounds),
+the accuracy pass (one scoring code, ``unet_keras.evaluate``), training throughput, batched
+throughput; op-level profiles; the SGEMM peak again. Timings are taken only while nothing else
+of this run computes. ``benchmarks.results`` holds the phases.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks import machine  # noqa: E402
 from benchmarks.flops import model_gflop, sgemm_peak  # noqa: E402
-from benchmarks.measure import interleaved  # noqa: E402
 from benchmarks.profiles import PROFILES, Profile  # noqa: E402
 from benchmarks.worker import Worker, WorkerError  # noqa: E402
 
