@@ -32,7 +32,7 @@ def _lines(ax, tables: dict[str, dict], x_label: str, value: str, low: str, high
     ax.set_xticks([int(x) for x in xs], [str(x) for x in xs])
     ax.set_xlabel(x_label)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def latency_plot(res: dict, path: Path, key: str = "latency") -> Path | None:
@@ -40,7 +40,7 @@ def latency_plot(res: dict, path: Path, key: str = "latency") -> Path | None:
     if not tables:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     _lines(ax, tables, "image side (px), batch 1", "median_ms", "p10_ms", "p90_ms")
     ax.set_yscale("log")
     ax.set_ylabel("latency, ms (median, p10-p90)")
@@ -56,7 +56,7 @@ def throughput_plot(res: dict, path: Path, key: str = "throughput") -> Path | No
     if not tables:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     _lines(ax, tables, "batch size", "images_per_s", "images_per_s_p10", "images_per_s_p90")
     size = res[key]["size"]
     ax.set_ylabel("images/s (median, p10-p90)")
@@ -68,7 +68,7 @@ def throughput_plot(res: dict, path: Path, key: str = "throughput") -> Path | No
 
 
 def _bars(res: dict, path: Path, values: dict[str, float], label: str, title: str,
-          log: bool = False) -> Path | None:
+          log: bool = False, zoom: bool = False) -> Path | None:
     if not values:
         return None
     plt = _pyplot()
@@ -79,6 +79,9 @@ def _bars(res: dict, path: Path, values: dict[str, float], label: str, title: st
         ax.text(values[n], i, f" {values[n]:.4g}", va="center", fontsize=8)
     if log:
         ax.set_xscale("log")
+    if zoom:  # Dice values differ in the third decimal: do not start the axis at 0
+        low = min(values.values())
+        ax.set_xlim(max(0.0, low - 0.02), min(1.0, max(values.values()) + 0.01))
     ax.invert_yaxis()
     ax.set_xlabel(label)
     ax.set_title(title)
@@ -94,7 +97,7 @@ def accuracy_plot(res: dict, path: Path) -> Path | None:
     if acc.get("status") == "scored":
         values = {n: r["whole_cell_dice"] for n, r in rows.items() if "whole_cell_dice" in r}
         return _bars(res, path, values, "whole-cell Dice (test fold, mean per image)",
-                     "Accuracy per runtime")
+                     "Accuracy per runtime", zoom=True)
     values = {n: max(r.get("max_abs_diff_vs_keras_jax", 0), 1e-9) for n, r in rows.items()}
     return _bars(res, path, values, "max |probability - Keras-JAX| on the test images",
                  f"Agreement per runtime (Dice {acc.get('status', 'n/a')})", log=True)

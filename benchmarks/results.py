@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.measure import interleaved
+from benchmarks.summary import SGEMM, SGEMM_GFLOP
 from benchmarks.worker import Worker, WorkerError
 
 log = logging.getLogger("benchmarks")
@@ -161,6 +162,16 @@ def accuracy_phase(res: dict, infer: dict[str, Worker], art, work: Path, timeout
     }
 
 
+def _sgemm_now(workers_by_runtime: dict[str, Worker], timeout: float) -> float | None:
+    """SGEMM GFLOP/s right now (median of 5), to set a profile's kernel rates against."""
+    worker = workers_by_runtime.get(SGEMM)
+    if worker is None:
+        return None
+    reply = worker.call({"op": "infer", "runtime": SGEMM, "batch": 1, "size": 16, "runs": 5,
+                         "warmup": 1}, timeout)
+    return SGEMM_GFLOP / float(np.median(reply["seconds"]))
+
+
 def profile_phase(res: dict, workers_by_runtime: dict[str, Worker], profile, work: Path,
                   timeout: float) -> None:
     """onnxruntime's op profile at 256 px batch 1; the Keras-JAX training step's op breakdown."""
@@ -172,6 +183,7 @@ def profile_phase(res: dict, workers_by_runtime: dict[str, Worker], profile, wor
                 found[name] = workers_by_runtime[name].call(
                     {"op": "profile", "runtime": name, "batch": 1, "size": 256,
                      "runs": profile.profile_runs, "dir": str(work)}, timeout)
+                found[name]["sgemm_gflops"] = _sgemm_now(workers_by_runtime, timeout)
             except WorkerError as err:
                 res["errors"][f"profile {name}"] = str(err)
     jax_fits = ["keras-jax-fit"] + (["keras-jax-fit-mmup"] if profile.name == "full" else [])
