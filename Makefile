@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEMO_EPOCHS ?= 50
+DEMO_EPOCHS ?= 20
 DEMO_RUN ?= runs/demo
 
 .PHONY: install demo test test-all clean
