@@ -31,7 +31,7 @@ import onnx
 from export.graph_fixes import (cancel_transpose_pairs, fix_nhwc_pooling, op_counts,
                                 rename_io_dims)
 from export.metadata import set_metadata
-from unet_keras.config import CONFIG_FILENAME, ConfigError, UNetConfig
+from unet_keras.config import ConfigError, UNetConfig, resolve_run
 from unet_keras.preprocess import PREPROCESSING_CONTRACT
 
 ROUTES = ("tf2onnx", "jax2onnx")
@@ -56,20 +56,15 @@ def package_versions() -> dict[str, str]:
 def resolve_model(model_path: str | Path, config: UNetConfig | None = None) -> tuple[Path, UNetConfig]:
     """A ``.keras`` file or run directory -> (model file, config from the config.json beside it)."""
     path = Path(model_path)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise ExportError(f"{path}: model file not found; expected a .keras file or a run directory")
-    if config is None:
-        config_path = path.parent / CONFIG_FILENAME
-        if not config_path.is_file():
-            raise ExportError(f"{config_path}: missing; the export needs the config.json written "
-                              "beside the model (depth, output channels, thresholds)")
-        try:
-            config = UNetConfig.load(config_path)
-        except ConfigError as err:
-            raise ExportError(str(err)) from err
-    return path, config
+    if config is not None:  # the caller's config: no config.json needed beside the model
+        path = path / "model.keras" if path.is_dir() else path
+        if not path.is_file():
+            raise ExportError(f"{path}: model file not found; expected a .keras file or a run directory")
+        return path, config
+    try:
+        return resolve_run(model_path)
+    except ConfigError as err:
+        raise ExportError(str(err)) from err
 
 
 def parity_inputs(multiple: int) -> dict[str, np.ndarray]:

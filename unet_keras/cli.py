@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import unet_keras  # noqa: F401  (sets the default KERAS_BACKEND before keras is imported)
-from unet_keras.config import CONFIG_FILENAME, ConfigError, UNetConfig
+from unet_keras.config import ConfigError, UNetConfig, resolve_run
 from unet_keras.dirlock import OutputBusyError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
@@ -108,15 +108,7 @@ def _add_export(sub) -> None:
 
 def resolve_model(path: str) -> tuple[Path, UNetConfig]:
     """A .keras file or run directory -> (model path, config from the config.json beside it)."""
-    model_path = Path(path)
-    if model_path.is_dir():
-        model_path = model_path / "model.keras"
-    config_path = model_path.parent / CONFIG_FILENAME
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path}: model file not found; expected a .keras file or a run directory")
-    if not config_path.is_file():
-        raise ConfigError(f"{config_path}: missing; expected the config.json written beside the model")
-    return model_path, UNetConfig.load(config_path)
+    return resolve_run(path)
 
 
 def cmd_train(args) -> int:

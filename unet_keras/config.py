@@ -122,3 +122,21 @@ class UNetConfig:
             return cls.from_dict(data)
         except (ConfigError, TypeError) as err:
             raise ConfigError(f"{path}: {err}") from err
+
+
+def resolve_run(path: str | Path) -> tuple[Path, UNetConfig]:
+    """A ``.keras`` file or its run directory -> (model file, the config.json beside it).
+
+    Raises:
+        ConfigError: the model file or its config.json is missing or unreadable.
+    """
+    model_path = Path(path)
+    if model_path.is_dir():
+        model_path = model_path / "model.keras"
+    if not model_path.is_file():
+        raise ConfigError(f"{model_path}: model file not found; expected a .keras file or a run directory")
+    config_path = model_path.parent / CONFIG_FILENAME
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path}: missing; expected the config.json written beside the "
+                          "model (depth, output channels, thresholds)")
+    return model_path, UNetConfig.load(config_path)
