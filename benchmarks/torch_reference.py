@@ -9,8 +9,9 @@ the split of ``unet_keras.data.loading.load_fold``; the very batches of the Kera
 (PyTorch's default initialisation) with ``TorchTrainer``'s BCE + Dice and Adam (eps 1e-7);
 after each epoch the whole-cell Dice at 0.5 on the full validation images drives
 ReduceLROnPlateau (factor 0.5, patience 5, min 1e-5, Keras' semantics) and picks the best epoch;
-then the thresholds are tuned on validation and the test fold is scored by
-``unet_keras.evaluate``, with images padded by ``unet_keras.inference`` as for the Keras runs.
+then the postprocessing (thresholds, smallest kept object) is tuned on validation and the
+test fold is scored by ``unet_keras.evaluate``, with images padded by ``unet_keras.inference``
+as for the Keras runs.
 
 A fold holds ``config.json`` (recipe and tuned thresholds), ``model.pt`` (best state dict),
 ``history.csv``, ``test_per_image.csv`` and ``metrics.json`` with the keys of
@@ -43,7 +44,7 @@ from unet_keras.cv import (CV_JSON, CV_MARKDOWN, CV_PLOT, METRICS_FILENAME, comp
                            fold_dir, parse_folds, render_markdown, render_plot, summarize)
 from unet_keras.data.loading import FoldData, load_fold
 from unet_keras.data.pipeline import TrainingBatches
-from unet_keras.evaluate import (score_probabilities, tune_thresholds, write_json,
+from unet_keras.evaluate import (score_probabilities, tune_postprocessing, write_json,
                                  write_per_image_csv)
 from unet_keras.image_io import atomic_output, atomic_write_text
 from unet_keras.inference import predict_probabilities
@@ -155,11 +156,12 @@ def train_fold(config: UNetConfig, data: FoldData, out: Path,
     with atomic_output(partial / WEIGHTS_FILENAME) as handle:
         torch.save(model.state_dict(), handle)
     val_probs = probabilities(model, data.val, config)
-    config = dataclasses.replace(config, thresholds=tune_thresholds(val_probs, data.val))
+    config = dataclasses.replace(config)
+    val_summary = tune_postprocessing(val_probs, data.val, config)  # as the Keras runs
     config.save(partial / CONFIG_FILENAME)
-    _, val_summary = score_probabilities(val_probs, data.val, config.thresholds)
     test_rows, test_summary = score_probabilities(probabilities(model, data.test, config),
-                                                  data.test, config.thresholds)
+                                                  data.test, config.thresholds,
+                                                  config.min_cell_area)
     write_per_image_csv(test_rows, partial / "test_per_image.csv")
     seconds = max(state["train_seconds"], 1e-9)
     metrics = {
@@ -174,6 +176,7 @@ def train_fold(config: UNetConfig, data: FoldData, out: Path,
         "best_epoch": state["best_epoch"],
         "best_val_dice_at_0.5": state["best_score"],
         "thresholds": list(config.thresholds),
+        "min_cell_area": config.min_cell_area,
         "train_seconds": round(state["train_seconds"], 1),
         "train_images_per_second": round(len(data.train) * state["epochs_done"] / seconds, 2),
         "val": val_summary,

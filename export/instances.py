@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from unet_keras.postprocess import measure_cells, separate_instances
+from unet_keras.postprocess import MIN_CELL_AREA, measure_cells, separate_instances
 
 # Columns of measure_cells that are positions: shifted from the crop to the image.
 ROW_COLUMNS = ("centroid_y", "bbox_min_row", "bbox_max_row")
@@ -24,7 +24,8 @@ COL_COLUMNS = ("centroid_x", "bbox_min_col", "bbox_max_col")
 
 
 def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: bool,
-                           method: str = "watershed") -> tuple[np.ndarray, list[dict]]:
+                           method: str = "watershed", min_cell_area: int = MIN_CELL_AREA
+                           ) -> tuple[np.ndarray, list[dict]]:
     """``separate_instances`` + ``measure_cells`` per connected component of ``label_map > 0``.
 
     Returns:
@@ -43,7 +44,8 @@ def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: 
         crop = work[box]
         mask = crop == component
         labels = np.where(mask, label_map[box], 0).astype(np.uint8)
-        cells = separate_instances(mask, labels == 2 if has_nucleus else None, method=method)
+        cells = separate_instances(mask, labels == 2 if has_nucleus else None, method=method,
+                                   min_size=min_cell_area)
         crop[mask] = np.where(cells[mask] > 0, -(cells[mask] + next_id), 0)
         r0, c0 = box[0].start, box[1].start
         for row in measure_cells(cells, labels, image_name, has_nucleus=has_nucleus):

@@ -24,8 +24,8 @@ from export.metadata import REQUIRED_KEYS, decode_metadata
 from export.tiling import default_overlap, tile_predict
 from unet_keras.config import UNetConfig
 from unet_keras.image_io import to_uint8_rgb
-from unet_keras.postprocess import (labels_to_png, measure_cells, probabilities_to_labels,
-                                    separate_instances)
+from unet_keras.postprocess import (label_cells, labels_to_png, measure_cells,
+                                    probabilities_to_labels)
 from unet_keras.preprocess import crop_to, pad_to_multiple, to_model_input
 
 log = logging.getLogger(__name__)
@@ -184,14 +184,15 @@ class Segmenter:
         (``export.instances``): the same cells, numbered component by component.
         """
         probability, notes = self._probabilities(image)
-        labels = probabilities_to_labels(probability, self.thresholds)
         has_nucleus = self.out_channels == 2
-        if labels.size > self.tile**2:  # whole-image postprocessing would need several GB
+        min_area = self.config.min_cell_area
+        if probability[..., 0].size > self.tile**2:  # whole-image postprocessing: several GB
+            labels = probabilities_to_labels(probability, self.thresholds)
             instances, cells = instances_by_component(labels, image_name, has_nucleus,
-                                                      instance_method)
+                                                      instance_method, min_area)
+            labels[instances == 0] = 0  # as label_cells: the mask shows the kept cells only
         else:
-            instances = separate_instances(labels > 0, labels == 2 if has_nucleus else None,
-                                           method=instance_method)
+            labels, instances = label_cells(probability, self.thresholds, instance_method, min_area)
             cells = measure_cells(instances, labels, image_name, has_nucleus=has_nucleus)
         return SegmentResult(probability, labels, labels_to_png(labels, self.out_channels),
                              instances, cells, notes)

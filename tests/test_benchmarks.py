@@ -16,7 +16,7 @@ import pytest
 from benchmarks import measure, report, summary
 from benchmarks.flops import layer_flops, model_gflop
 from tests.conftest import REPO
-from unet_keras.config import UNetConfig
+from unet_keras.config import SEED_RECIPE, UNetConfig
 from unet_keras.model import build_unet
 
 
@@ -39,10 +39,10 @@ def test_flops_of_a_tiny_unet_by_hand():
 
 
 def test_seed_unet_is_6_06_gflop_at_256():
-    gflop = model_gflop(build_unet(UNetConfig()), 256, 256)
+    gflop = model_gflop(build_unet(UNetConfig(**SEED_RECIPE)), 256, 256)
     assert gflop["conv_gflop"] == pytest.approx(6.065, abs=0.001)
     # Four times the pixels, four times the work.
-    assert model_gflop(build_unet(UNetConfig()), 512, 512)["conv_gflop"] == \
+    assert model_gflop(build_unet(UNetConfig(**SEED_RECIPE)), 512, 512)["conv_gflop"] == \
         pytest.approx(4 * gflop["conv_gflop"])
 
 

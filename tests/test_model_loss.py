@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_python
-from unet_keras.config import ConfigError, UNetConfig
+from unet_keras.config import SEED_RECIPE, ConfigError, UNetConfig
 from unet_keras.losses import BCEDiceLoss, bce_dice
 from unet_keras.model import build_unet, load_model, ModelLoadError
 from unet_keras.preprocess import crop_to, pad_to_multiple
@@ -32,9 +32,30 @@ def test_config_rejects_bad_values(tmp_path):
         UNetConfig.load(tmp_path / "config.json")
 
 
+def unet_parameters(base: int, depth: int, outputs: int) -> int:
+    """Parameters of the U-Net worked out from its description: per level two 3x3 convs without
+    bias, each with batch norm (4 per channel); a 2x2 transposed conv with bias going up; the
+    decoder's first conv reads the concatenation (twice the channels); a 1x1 sigmoid head."""
+    def block(cin, c):
+        return 9 * cin * c + 4 * c + 9 * c * c + 4 * c
+
+    total, cin = 0, 3
+    for level in range(depth + 1):  # encoder levels, then the bottleneck
+        c = base * 2**level
+        total, cin = total + block(cin, c), c
+    for level in reversed(range(depth)):
+        c = base * 2**level
+        total, cin = total + 4 * cin * c + c + block(2 * c, c), c
+    return total + cin * outputs + outputs
+
+
 def test_seed_architecture_parameter_count():
-    # base 16, depth 4: the 1.95 M-parameter U-Net of the seed recipe.
-    assert build_unet(UNetConfig()).count_params() == 1_945_521
+    # base 16, depth 4, one output: the 1.95 M-parameter U-Net of the seed recipe.
+    assert unet_parameters(16, 4, 1) == 1_945_521
+    assert build_unet(UNetConfig(**SEED_RECIPE)).count_params() == 1_945_521
+    # The default: 12 base filters and two outputs.
+    assert build_unet(UNetConfig()).count_params() == unet_parameters(12, 4, 2) == 1_095_602
+    assert build_unet(UNetConfig(depth=3, base_filters=8)).count_params() == unet_parameters(8, 3, 2)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])

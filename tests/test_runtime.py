@@ -94,8 +94,11 @@ def test_probabilities_match_the_keras_path(segmenter, run_dir):
 def test_segment_thresholds_and_encodes_like_the_dataset(segmenter):
     result = segmenter.segment(random_image(64, 80, seed=2), image_name="x.png")
     p = result.probability
-    nucleus = p[..., 1] >= 0.6
-    cell = (p[..., 0] >= 0.4) | nucleus
+    # Thresholded, then only the pixels of kept cells (min_cell_area or larger) stay.
+    kept = result.instances > 0
+    assert np.bincount(result.instances.ravel())[1:].min() >= segmenter.config.min_cell_area
+    nucleus = (p[..., 1] >= 0.6) & kept
+    cell = ((p[..., 0] >= 0.4) | (p[..., 1] >= 0.6)) & kept
     np.testing.assert_array_equal(result.label_map > 0, cell)
     np.testing.assert_array_equal(result.label_map == 2, nucleus)
     expected_png = np.where(nucleus, 255, np.where(cell, 128, 0))

@@ -1,4 +1,4 @@
-"""``unet-keras``: train, evaluate, predict, export.
+"""``unet-keras``: train, cross-validate, evaluate, predict, export.
 
 Exit codes (every failure prints one line naming the file or directory and what was expected):
 
@@ -39,7 +39,7 @@ RECIPE_FLAGS = {
     "dataset": "dataset", "fold": "fold", "epochs": "epochs", "batch_size": "batch_size",
     "lr": "learning_rate", "lr_schedule": "lr_schedule", "image_size": "image_size",
     "depth": "depth", "base_filters": "base_filters", "dropout": "dropout",
-    "out_channels": "out_channels", "seed": "seed",
+    "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
 }
 
 
@@ -47,13 +47,14 @@ class UsageError(ValueError):
     """Options that cannot go together; exit code 2."""
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a U-Net on one fold, or resume an interrupted run")
+def _add_training_options(p, fold: bool = True) -> None:
+    """The data, recipe and device options of `train`; `cv` shares them (less --fold)."""
     p.add_argument("--data-dir", help="dataset root (default: $WBC_DATA_DIR, ../shared/...)")
     p.add_argument("--synthetic", action="store_true", help="train on the synthetic set")
     p.add_argument("--dataset", choices=["dataset1", "dataset2"],
                    help=f"default {DEFAULTS.dataset}")
-    p.add_argument("--fold", type=int, help=f"default {DEFAULTS.fold}")
+    if fold:
+        p.add_argument("--fold", type=int, help=f"default {DEFAULTS.fold}")
     p.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs}")
     p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS.batch_size}")
     p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")
@@ -65,13 +66,36 @@ def _add_train(sub) -> None:
     p.add_argument("--dropout", type=float, help=f"default {DEFAULTS.dropout}")
     p.add_argument("--out-channels", type=int, choices=[1, 2],
                    help=f"default {DEFAULTS.out_channels}")
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-augment", action="store_true", help="no augmentation at all")
+    p.add_argument("--no-stain", action="store_true",
+                   help="no haematoxylin-eosin-DAB stain jitter (other augmentation stays)")
+    p.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help=f"zoom range of the augmentation (1 1: none); default "
+                        f"{DEFAULTS.scale_range[0]} {DEFAULTS.scale_range[1]}")
     p.add_argument("--seed", type=int, help=f"default {DEFAULTS.seed}")
+    p.add_argument("--devices", type=int, default=1,
+                   help="data-parallel training over the first N devices (JAX backend; the "
+                        "batch size must divide by N); default 1")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a U-Net on one fold, or resume an interrupted run")
+    _add_training_options(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", help="run directory to create (runs/NAME)")
     target.add_argument("--resume", metavar="RUN",
                         help="continue the interrupted run RUN (runs/NAME, kept as "
                              "runs/NAME.partial) from its last complete epoch, with its recipe")
+
+
+def _add_cv(sub) -> None:
+    p = sub.add_parser("cv", help="k-fold cross-validation: train every fold, report mean ± sd")
+    _add_training_options(p, fold=False)
+    p.add_argument("--folds", help="comma-separated test folds to train (default: all)")
+    p.add_argument("--out", required=True,
+                   help="directory for fold-k/ runs and cv.json, CV.md, cv_folds.png")
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="only re-render the report from the complete folds in --out")
 
 
 def _add_evaluate(sub) -> None:
@@ -83,11 +107,20 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out", help="directory for metrics.json and per_image.csv (default: beside the model)")
 
 
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="tune a finished run's postprocessing again on its "
+                                    "validation images and rescore its test fold")
+    p.add_argument("--model", required=True, help="a run directory written by `unet-keras train`")
+    p.add_argument("--data-dir")
+    p.add_argument("--synthetic", action="store_true")
+
+
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment images and measure each cell")
     p.add_argument("inputs", nargs="+", help="image files or directories")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", help="model.keras or its run directory")
+    source.add_argument("--model", help="model.keras or its run directory "
+                                        "(default: the shipped pretrained model, as ONNX)")
     source.add_argument("--onnx", help="an ONNX file from `unet-keras export`")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
@@ -111,37 +144,70 @@ def resolve_model(path: str) -> tuple[Path, UNetConfig]:
     return resolve_run(path)
 
 
+def _recipe_config(args) -> UNetConfig:
+    """The UNetConfig of the recipe flags given (defaults for the others)."""
+    recipe = {field: getattr(args, dest) for dest, field in RECIPE_FLAGS.items()
+              if getattr(args, dest, None) is not None}
+    return UNetConfig(**recipe, augment=not args.no_augment, stain_augment=not args.no_stain)
+
+
 def cmd_train(args) -> int:
     from unet_keras.data.loading import load_fold
-    from unet_keras.train import check_new_run, partial_dir, resumable, run_name, train
+    from unet_keras.train import (check_devices, check_new_run, partial_dir, resumable, run_name,
+                                  train)
 
     if args.resume:
         given = [f"--{dest.replace('_', '-')}" for dest in RECIPE_FLAGS
                  if getattr(args, dest) is not None]
-        if given or args.no_augment:
+        given += [flag for flag in ("--no-augment", "--no-stain")
+                  if getattr(args, flag[2:].replace("-", "_"))]
+        if given:
             raise UsageError(f"--resume continues the recipe saved in the run's config.json; "
-                             f"drop {' '.join(given + (['--no-augment'] if args.no_augment else []))}")
+                             f"drop {' '.join(given)}")
         out = run_name(args.resume)
         config, data_args, done = resumable(out)
         data_dir = args.data_dir or data_args.get("data_dir")
         synthetic = args.synthetic or bool(data_args.get("synthetic"))
     else:
-        recipe = {field: getattr(args, dest) for dest, field in RECIPE_FLAGS.items()
-                  if getattr(args, dest) is not None}
-        config = UNetConfig(**recipe, augment=not args.no_augment)
+        config = _recipe_config(args)
         out = Path(args.out)
         check_new_run(out)  # before the data load, which takes a while
         data_dir, synthetic = args.data_dir, args.synthetic
+    check_devices(args.devices, config.batch_size)
     data = load_fold(config, data_dir, synthetic=synthetic)
     print(f"data: {data.source}; train {len(data.train)}, val {len(data.val)}, test {len(data.test)}")
     if args.resume:
         print(f"resuming {partial_dir(out)} after epoch {done} of {config.epochs}")
     data_args = {"data_dir": str(Path(data_dir).resolve()) if data_dir else None,
                  "synthetic": synthetic}
-    metrics = train(config, data, out, resume=bool(args.resume), data_args=data_args)
+    metrics = train(config, data, out, resume=bool(args.resume), data_args=data_args,
+                    devices=args.devices)
     _print_scores("test", metrics["test"], data.source)
     print(f"training: {metrics['train_seconds']} s, {metrics['train_images_per_second']} images/s; "
           f"run written to {out}")
+    return EXIT_OK
+
+
+def cmd_cv(args) -> int:
+    from unet_keras.cv import CV_JSON, CV_MARKDOWN, CV_PLOT, aggregate, parse_folds, run_cv
+
+    if args.aggregate_only:
+        given = [f"--{d.replace('_', '-')}" for d in (*RECIPE_FLAGS, "folds", "data_dir")
+                 if getattr(args, d, None) is not None]
+        if given:
+            raise UsageError(f"--aggregate-only reports the folds already in --out; drop "
+                             f"{' '.join(given)}")
+        summary = aggregate(args.out)
+    else:
+        config = _recipe_config(args)
+        summary = run_cv(config, args.out, parse_folds(args.folds, config.num_folds),
+                         args.data_dir, args.synthetic, args.devices, progress=print)
+    mean, sd = summary["mean"], summary["sd"]
+    print(f"{summary['n_folds']} fold(s) of {summary['num_folds']} ({summary['data_source']}): "
+          + ", ".join(f"{k} {mean[k]:.4f}" + (f" ± {sd[k]:.4f}" if sd[k] is not None else "")
+                      for k in summary["columns"] if k not in ("train_seconds",
+                                                                "train_images_per_second")))
+    print(f"written: {', '.join(str(Path(args.out) / n) for n in (CV_JSON, CV_MARKDOWN, CV_PLOT))}")
     return EXIT_OK
 
 
@@ -158,17 +224,31 @@ def cmd_evaluate(args) -> int:
     data = load_fold(config, args.data_dir, synthetic=args.synthetic)
     model = load_model(model_path)
     probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
-    rows, summary = score_probabilities(probs, data.test, config.thresholds)
+    rows, summary = score_probabilities(probs, data.test, config.thresholds, config.min_cell_area)
     out = Path(args.out) if args.out else model_path.parent / f"evaluate-fold{config.fold}"
     out.mkdir(parents=True, exist_ok=True)
     import keras
 
     write_json({"data_source": data.source, "synthetic": data.synthetic, "fold": config.fold,
                 "model": str(model_path), "keras_backend": keras.backend.backend(),
-                "thresholds": list(config.thresholds), "test": summary}, out / "metrics.json")
+                "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
+                "test": summary}, out / "metrics.json")
     write_per_image_csv(rows, out / "per_image.csv")
     _print_scores(f"test fold {config.fold}", summary, data.source)
     print(f"written: {out / 'metrics.json'}, {out / 'per_image.csv'}")
+    return EXIT_OK
+
+
+def cmd_tune(args) -> int:
+    from unet_keras.data.loading import load_fold
+    from unet_keras.train import retune
+
+    model_path, config = resolve_model(args.model)
+    data = load_fold(config, args.data_dir, synthetic=args.synthetic)
+    metrics = retune(model_path.parent, data)
+    print(f"tuned on {len(data.val)} validation images: thresholds {metrics['thresholds']}, "
+          f"min_cell_area {metrics['min_cell_area']} px")
+    _print_scores(f"test fold {config.fold}", metrics["test"], data.source)
     return EXIT_OK
 
 
@@ -177,13 +257,18 @@ def cmd_predict(args) -> int:
 
     inputs = collect_inputs(args.inputs)
     if not (args.model or args.onnx):
-        raise UsageError("predict needs --model or --onnx")
+        from unet_keras.pretrained import pretrained_path
+
+        args.onnx = str(pretrained_path("onnx"))
+        print(f"no --model or --onnx: using the shipped pretrained model {args.onnx}")
     model = resolve_model(args.model) if args.model else None  # fail before creating --out
     # Locked before the model loads, so a second run on one directory is refused at once.
     with exclusive_output_dir(Path(args.out)):
-        probability_fn, thresholds = _probability_source(args, model)
-        summary = predict_files(inputs, probability_fn, thresholds, Path(args.out),
-                                strict=args.strict, instance_method=args.instances, lock=False)
+        probability_fn, config = _probability_source(args, model)
+        summary = predict_files(inputs, probability_fn, config.channel_thresholds(),
+                                Path(args.out), strict=args.strict,
+                                instance_method=args.instances, lock=False,
+                                min_cell_area=config.min_cell_area)
     for path, note in summary.notes:
         print(f"converted {path}: {note}")
     for path, reason in summary.refused:
@@ -194,16 +279,16 @@ def cmd_predict(args) -> int:
 
 
 def _probability_source(args, model: tuple[Path, UNetConfig] | None):
-    """(probability function, thresholds) of the --onnx file or the resolved --model."""
+    """(probability function, config) of the --onnx file or the resolved --model."""
     if args.onnx:
         from export.runtime import Segmenter
 
         segmenter = Segmenter.from_onnx(args.onnx, tile=args.tile)
-        return segmenter.predict_probabilities, segmenter.thresholds
+        return segmenter.predict_probabilities, segmenter.config
     from unet_keras.model import load_model
 
     model_path, config = model
-    return _keras_probability_fn(load_model(model_path), config, args.tile), config.thresholds
+    return _keras_probability_fn(load_model(model_path), config, args.tile), config
 
 
 def _keras_probability_fn(model, config: UNetConfig, tile: int):
@@ -262,7 +347,8 @@ def _print_scores(name: str, summary: dict, source: str) -> None:
     print(f"{name} ({source}): {scores}")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "cv": cmd_cv, "evaluate": cmd_evaluate, "tune": cmd_tune,
+            "predict": cmd_predict, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                                             "(NaN), 5 output in use by another run, 130 interrupted.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_predict, _add_export):
+    for add in (_add_train, _add_cv, _add_evaluate, _add_tune, _add_predict, _add_export):
         add(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -11,20 +11,41 @@ import numpy as np
 
 from unet_keras.image_io import atomic_output, atomic_write_text
 from unet_keras.metrics import pixel_counts, pixel_scores, score_image, summarize
-from unet_keras.postprocess import probabilities_to_labels
+from unet_keras.postprocess import MIN_CELL_AREA, label_cells
 
 THRESHOLD_GRID = np.round(np.arange(0.2, 0.81, 0.05), 2)
+# Capped at 250 px: the smallest white cell of Dataset 1 covers 1,729 px, ~430 px at half the
+# magnification; a larger cut would drop real cells on another scanner's images.
+MIN_AREA_GRID = (0, 15, 30, 60, 120, 250)
 
 
 def score_probabilities(probs: Sequence[np.ndarray], examples: Sequence[dict],
-                        thresholds: Sequence[float]) -> tuple[list[dict], dict]:
-    """Per-image scores and their summary for predicted probability maps."""
+                        thresholds: Sequence[float], min_cell_area: int = MIN_CELL_AREA
+                        ) -> tuple[list[dict], dict]:
+    """Per-image scores and their summary for predicted probability maps.
+
+    The prediction is postprocessed as ``predict`` does it (``postprocess.label_cells``): objects
+    are the 8-connected components of at least ``min_cell_area`` pixels, the instances AP counts.
+    """
     rows = []
     for prob, example in zip(probs, examples):
-        pred = probabilities_to_labels(prob, thresholds)
-        scores = score_image(pred, example["mask"], has_nucleus=prob.shape[-1] == 2)
+        pred, instances = label_cells(prob, thresholds, "components", min_cell_area)
+        scores = score_image(pred, example["mask"], pred_instances=instances,
+                             has_nucleus=prob.shape[-1] == 2)
         rows.append({"image_id": example["image_id"], **scores})
     return rows, summarize(rows)
+
+
+def tune_min_cell_area(probs: Sequence[np.ndarray], examples: Sequence[dict],
+                       thresholds: Sequence[float]) -> int:
+    """The grid area with the best mean AP@[.5:.95] on these (validation) examples; ties keep
+    the smallest, so no real cell is dropped for nothing."""
+    def mean_ap(area: int) -> float:
+        return score_probabilities(probs, examples, thresholds, area)[1]["ap50_95"]
+
+    scores = {area: mean_ap(area) for area in MIN_AREA_GRID}
+    best = max(scores.values())
+    return min(area for area, score in scores.items() if score == best)
 
 
 def tune_thresholds(probs: Sequence[np.ndarray], examples: Sequence[dict]) -> tuple[float, ...]:
@@ -48,6 +69,14 @@ def tune_thresholds(probs: Sequence[np.ndarray], examples: Sequence[dict]) -> tu
         ranked = sorted(THRESHOLD_GRID, key=lambda t: (-dice_at(float(t)), abs(t - 0.5)))
         chosen.append(float(ranked[0]))
     return tuple(chosen)
+
+
+def tune_postprocessing(probs: Sequence[np.ndarray], examples: Sequence[dict], config) -> dict:
+    """Tune ``config.thresholds`` then ``config.min_cell_area`` on these (validation) examples,
+    in place; returns their summary at the tuned values."""
+    config.thresholds = tune_thresholds(probs, examples)
+    config.min_cell_area = tune_min_cell_area(probs, examples, config.thresholds)
+    return score_probabilities(probs, examples, config.thresholds, config.min_cell_area)[1]
 
 
 def write_per_image_csv(rows: list[dict], path: Path) -> None:

@@ -29,6 +29,9 @@ CELL_COLUMNS = [
     "bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col",
     "eccentricity", "solidity", "nucleus_area", "cytoplasm_area", "nc_ratio",
 ]
+# Objects with fewer pixels than this are dropped by default (a white cell in Dataset 1 covers
+# ~2,000-6,000 px); each model's own value is tuned on validation data (``min_cell_area``).
+MIN_CELL_AREA = 30
 CYTOPLASM_COLOUR = (0, 200, 255)  # sky blue, apart from the pink/purple of stained smears
 NUCLEUS_COLOUR = (255, 200, 0)  # amber
 CONTOUR_COLOUR = (0, 255, 0)
@@ -136,7 +139,7 @@ def _watershed(cell: np.ndarray, nucleus: np.ndarray | None, h: float, gap_px: i
 
 
 def separate_instances(cell_mask: np.ndarray, nucleus_mask: np.ndarray | None = None,
-                       method: str = "watershed", min_size: int = 30, *, h: float = 2.0,
+                       method: str = "watershed", min_size: int = MIN_CELL_AREA, *, h: float = 2.0,
                        nucleus_gap_px: int = 4) -> np.ndarray:
     """Split a whole-cell mask into cell instances.
 
@@ -179,6 +182,21 @@ def separate_instances(cell_mask: np.ndarray, nucleus_mask: np.ndarray | None = 
     small[0] = False
     instances[small[instances]] = 0
     return relabel_sequential(instances)[0].astype(np.int32)
+
+
+def label_cells(prob: np.ndarray, thresholds: Sequence[float], method: str = "watershed",
+                min_cell_area: int = MIN_CELL_AREA) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities -> (label map, cell instances): the one postprocessing of every output.
+
+    The label map keeps only pixels of kept instances, so a mask, its cell table and its
+    scores all describe the same cells: objects under ``min_cell_area`` pixels are gone from
+    all three.
+    """
+    labels = probabilities_to_labels(prob, thresholds)
+    nucleus = labels == 2 if prob.shape[-1] == 2 else None
+    instances = separate_instances(labels > 0, nucleus, method=method, min_size=min_cell_area)
+    labels[instances == 0] = 0
+    return labels, instances
 
 
 def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,

@@ -23,8 +23,8 @@ import numpy as np
 
 from unet_keras.dirlock import exclusive_dir
 from unet_keras.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_png
-from unet_keras.postprocess import (labels_to_png, measure_cells, overlay, probabilities_to_labels,
-                                    separate_instances, write_cells_csv)
+from unet_keras.postprocess import (MIN_CELL_AREA, label_cells, labels_to_png, measure_cells,
+                                    overlay, write_cells_csv)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def exclusive_output_dir(out_dir: Path):
 
 def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray], np.ndarray],
                   thresholds: Sequence[float], out_dir: Path, strict: bool = False,
-                  instance_method: str = "watershed", lock: bool = True) -> PredictSummary:
+                  instance_method: str = "watershed", lock: bool = True,
+                  min_cell_area: int = MIN_CELL_AREA) -> PredictSummary:
     """Segment each file and write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``cells.csv``.
 
     Unreadable files are recorded in the summary and skipped (or, with ``strict``, re-raised).
@@ -86,7 +87,7 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
     if lock:
         with exclusive_output_dir(out_dir):
             return predict_files(inputs, probability_fn, thresholds, out_dir, strict,
-                                 instance_method, lock=False)
+                                 instance_method, lock=False, min_cell_area=min_cell_area)
     summary = PredictSummary()
     rows: list[dict] = []
     stems: dict[str, Path] = {}
@@ -110,10 +111,8 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
             continue
         stems[path.stem] = path
         summary.notes.extend((str(path), note) for note in notes)
-        labels = probabilities_to_labels(prob, thresholds)
-        nucleus = labels == 2 if prob.shape[-1] == 2 else None
-        instances = separate_instances(labels > 0, nucleus, method=instance_method)
-        cells = measure_cells(instances, labels, path.name, has_nucleus=nucleus is not None)
+        labels, instances = label_cells(prob, thresholds, instance_method, min_cell_area)
+        cells = measure_cells(instances, labels, path.name, has_nucleus=prob.shape[-1] == 2)
         rows.extend(cells)
         summary.n_cells += len(cells)
         write_png(out_dir / f"{path.stem}_mask.png", labels_to_png(labels, prob.shape[-1]))

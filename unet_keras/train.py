@@ -5,10 +5,15 @@ and ``run.json`` (data arguments and split ids) are written first; after every e
 checkpoint in ``unet_keras.checkpoint`` is replaced atomically. A killed, interrupted or
 diverged (NaN) run keeps its ``.partial`` directory; ``train(..., resume=True)`` continues it
 from its last complete epoch. A run that fails before its first checkpoint leaves nothing.
+
+With ``devices=N`` (JAX backend), each training batch is split over the first N devices
+(``keras.distribution.DataParallel``; the weights are replicated). Validation and test
+predictions run without the split, so images of any count and size are accepted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +29,7 @@ from unet_keras.config import CONFIG_FILENAME, UNetConfig
 from unet_keras.data.loading import FoldData
 from unet_keras.data.pipeline import TrainingBatches
 from unet_keras.dirlock import exclusive_dir
-from unet_keras.evaluate import (score_probabilities, tune_thresholds, write_json,
+from unet_keras.evaluate import (score_probabilities, tune_postprocessing, write_json,
                                  write_per_image_csv)
 from unet_keras.image_io import atomic_write_text
 from unet_keras.inference import predict_probabilities
@@ -45,6 +50,76 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or Inf; the run's last good checkpoint is kept in ``.partial``."""
 
 
+class DeviceError(ValueError):
+    """A ``devices`` count that this machine, backend or batch size cannot serve."""
+
+
+def check_devices(devices: int, batch_size: int) -> None:
+    """Refuse a data-parallel run before any work is done.
+
+    Raises:
+        DeviceError: ``devices`` < 1; ``batch_size`` not divisible by it; more than one device
+            on a backend other than JAX; fewer devices on this machine.
+    """
+    if devices < 1:
+        raise DeviceError(f"devices={devices}: expected 1 or more")
+    if devices == 1:
+        return
+    if batch_size % devices:
+        raise DeviceError(f"batch size {batch_size} cannot be split over {devices} devices; "
+                          f"expected a batch size divisible by {devices}")
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise DeviceError(f"data-parallel training (devices={devices}) needs KERAS_BACKEND=jax; "
+                          f"the backend is {backend}")
+    found = keras.distribution.list_devices()
+    if len(found) < devices:
+        raise DeviceError(f"{devices} devices requested but only {len(found)} found "
+                          f"({', '.join(found)}); expected devices <= {len(found)}")
+
+
+@contextlib.contextmanager
+def _data_parallel(devices: int):
+    """Variables created and batches fed inside are replicated / split over ``devices``."""
+    if devices == 1:
+        yield
+        return
+    distribution = keras.distribution.DataParallel(
+        devices=keras.distribution.list_devices()[:devices])
+    with distribution.scope():
+        yield
+
+
+@contextlib.contextmanager
+def _undistributed():
+    """Inputs fed whole, not split: validation batches of any size (replicated weights work)."""
+    current = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(current)
+
+
+class _EvenBatches(TrainingBatches):
+    """Training batches whose sizes divide by the device count: the epoch's last, short batch
+    is cut to a multiple of it (at most ``devices - 1`` examples, a different few each epoch as
+    the order is reshuffled, sit out), since a batch is split evenly over the devices."""
+
+    def __init__(self, examples: list[dict], config: UNetConfig, seed: int, devices: int):
+        super().__init__(examples, config, seed=seed)
+        self.devices = devices
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.examples), self.config.batch_size)
+        return full + (rest >= self.devices)
+
+    def __getitem__(self, index: int):
+        x, y = super().__getitem__(index)
+        keep = len(x) - len(x) % self.devices
+        return x[:keep], y[:keep]
+
+
 class ValidationDice(keras.callbacks.Callback):
     """Adds ``val_dice`` / ``val_iou`` (whole cell, mean over images, threshold 0.5) to the logs,
     computed on full validation images with the same numpy metrics as evaluation."""
@@ -55,8 +130,9 @@ class ValidationDice(keras.callbacks.Callback):
         self.config = config
 
     def on_epoch_end(self, epoch, logs=None):
-        probs = predict_probabilities(self.model, [e["image"] for e in self.examples],
-                                      self.config.multiple)
+        with _undistributed():
+            probs = predict_probabilities(self.model, [e["image"] for e in self.examples],
+                                          self.config.multiple)
         _, summary = score_probabilities(probs, self.examples, (0.5,) * self.config.out_channels)
         if logs is not None:
             logs["val_dice"] = summary["whole_cell_dice"]
@@ -151,18 +227,21 @@ def _run_lock(partial: Path):
 
 
 def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | str = "auto",
-          resume: bool = False, data_args: dict | None = None) -> dict:
+          resume: bool = False, data_args: dict | None = None, devices: int = 1) -> dict:
     """Train on ``data.train``, select on ``data.val``, score ``data.test``; write the run to ``out``.
 
     Args:
         resume: continue the interrupted run in ``out.partial`` (``config`` and ``data`` must
             be the ones it started with: its config.json, and the same split ids).
         data_args: how the data were chosen (``data_dir``, ``synthetic``), saved for resuming.
+        devices: train data-parallel over the first ``devices`` devices (JAX backend); run
+            metadata (``metrics.json``), not part of the recipe, so a run may resume on another.
     Returns:
         The metrics written to ``metrics.json``.
     Raises:
         RunDirError: ``out`` exists; a ``.partial`` run is in the way (or, resuming, missing);
             the data differ from those the run started with.
+        DeviceError: see ``check_devices``.
         OutputBusyError: another process is training into ``out.partial``.
         TrainingDiverged: the loss became NaN/Inf (the last good checkpoint is kept).
     """
@@ -170,6 +249,7 @@ def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | st
     partial = partial_dir(out)
     if not data.train or not data.val:
         raise RunDirError("training needs non-empty train and validation parts")
+    check_devices(devices, config.batch_size)
     splits = {name: [e["image_id"] for e in getattr(data, name)] for name in ("train", "val", "test")}
     if resume:
         resumable(out)
@@ -186,7 +266,7 @@ def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | st
             run_info = {"data_args": data_args or {}, "data_source": data.source, "splits": splits}
             atomic_write_text(partial / RUN_FILENAME, json.dumps(run_info, indent=1) + "\n")
         try:
-            metrics = _train_into(config, data, partial, verbose, resume)
+            metrics = _train_into(config, data, partial, verbose, resume, devices)
         except BaseException:
             if not (partial / CHECKPOINT_FILENAME).exists():
                 shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
@@ -206,9 +286,60 @@ def _check_same_data(partial: Path, splits: dict) -> None:
                 f"({len(started.get(name, []))} then, {len(ids)} now); resume with the same data")
 
 
-def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool) -> dict:
+def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool,
+                devices: int) -> dict:
+    with _data_parallel(devices):
+        model, state, saver = _fit(config, data, run, verbose, resume, devices)
+    if saver.diverged is not None:
+        kept = (f"the last good checkpoint (epoch {state['epochs_done']}) is kept in {run}"
+                if state["epochs_done"] else "no epoch completed, so nothing is kept")
+        raise TrainingDiverged(
+            f"training stopped: the loss became NaN/Inf at {saver.diverged}; {kept}. Start a new "
+            "run with a lower --lr (resuming replays the same batches and would diverge again)")
+
+    # The best epoch's variables, as saved in model.keras: assigned, not loaded back from the
+    # file, because deserialising compiles every initializer again (tens of seconds on CPU).
+    assign(model.variables, saver.best, "best", run / CHECKPOINT_FILENAME)
+    best_model = model
+    val_probs = predict_probabilities(best_model, [e["image"] for e in data.val], config.multiple)
+    val_summary = tune_postprocessing(val_probs, data.val, config)
+    config.save(run / CONFIG_FILENAME)
+    test_probs = predict_probabilities(best_model, [e["image"] for e in data.test], config.multiple)
+    test_rows, test_summary = score_probabilities(test_probs, data.test, config.thresholds,
+                                                  config.min_cell_area)
+    write_per_image_csv(test_rows, run / "test_per_image.csv")
+
+    epochs_run = state["epochs_done"]
+    seconds = max(state["train_seconds"], 1e-9)
+    metrics = {
+        "data_source": data.source,
+        "synthetic": data.synthetic,
+        "fold": config.fold,
+        "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
+        "epochs_run": epochs_run,
+        "resumed_after_epochs": state["resumed_after"],
+        "best_epoch": state["best_epoch"],
+        "best_val_dice_at_0.5": state["best_score"],
+        "thresholds": list(config.thresholds),
+        "min_cell_area": config.min_cell_area,
+        "train_seconds": round(state["train_seconds"], 1),
+        "train_images_per_second": round(len(data.train) * epochs_run / seconds, 2),
+        "val": val_summary,
+        "test": test_summary,
+        "versions": versions(),
+        "machine": machine(),
+        "devices": devices,
+    }
+    write_json(metrics, run / "metrics.json")
+    return metrics
+
+
+def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, devices: int):
+    """Build, compile and fit the model (resuming from the checkpoint if asked), under the
+    current distribution; returns (model, checkpoint state, the checkpoint callback)."""
     keras.utils.set_random_seed(config.seed)
-    batches = TrainingBatches(data.train, config, seed=config.seed)
+    batches = (_EvenBatches(data.train, config, config.seed, devices) if devices > 1
+               else TrainingBatches(data.train, config, seed=config.seed))
     model = build_unet(config)
     compile_model(model, config, len(batches))
     model.optimizer.build(model.trainable_variables)
@@ -231,43 +362,38 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
     # which it does not, and would make a resumed run see batches in another order.
     model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
               callbacks=callbacks, verbose=verbose, shuffle=False)
-    if saver.diverged is not None:
-        kept = (f"the last good checkpoint (epoch {state['epochs_done']}) is kept in {run}"
-                if state["epochs_done"] else "no epoch completed, so nothing is kept")
-        raise TrainingDiverged(
-            f"training stopped: the loss became NaN/Inf at {saver.diverged}; {kept}. Start a new "
-            "run with a lower --lr (resuming replays the same batches and would diverge again)")
+    return model, state, saver
 
-    # The best epoch's variables, as saved in model.keras: assigned, not loaded back from the
-    # file, because deserialising compiles every initializer again (tens of seconds on CPU).
-    assign(model.variables, saver.best, "best", run / CHECKPOINT_FILENAME)
-    best_model = model
-    val_probs = predict_probabilities(best_model, [e["image"] for e in data.val], config.multiple)
-    config.thresholds = tune_thresholds(val_probs, data.val)
-    config.save(run / CONFIG_FILENAME)
-    _, val_summary = score_probabilities(val_probs, data.val, config.thresholds)
-    test_probs = predict_probabilities(best_model, [e["image"] for e in data.test], config.multiple)
-    test_rows, test_summary = score_probabilities(test_probs, data.test, config.thresholds)
+
+def retune(run: str | Path, data: FoldData) -> dict:
+    """Tune a finished run's postprocessing (thresholds, ``min_cell_area``) on ``data.val``
+    again and rescore ``data.test`` with it, as training ends; for runs trained before a
+    postprocessing setting existed. Rewrites config.json, metrics.json and test_per_image.csv
+    (each atomically) and returns the new metrics.
+
+    Raises:
+        RunDirError: ``run`` is not a finished run, or ``data`` is not the data it was trained on.
+    """
+    from unet_keras.model import load_model
+
+    run = Path(run)
+    config_path, metrics_path = run / CONFIG_FILENAME, run / "metrics.json"
+    if not (run / "model.keras").is_file() or not config_path.is_file() or not metrics_path.is_file():
+        raise RunDirError(f"{run}: expected a finished run directory (model.keras, "
+                          f"{CONFIG_FILENAME}, metrics.json)")
+    _check_same_data(run, {name: [e["image_id"] for e in getattr(data, name)]
+                           for name in ("train", "val", "test")})
+    config = UNetConfig.load(config_path)
+    model = load_model(run / "model.keras")
+    val_probs = predict_probabilities(model, [e["image"] for e in data.val], config.multiple)
+    val_summary = tune_postprocessing(val_probs, data.val, config)
+    test_probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
+    test_rows, test_summary = score_probabilities(test_probs, data.test, config.thresholds,
+                                                  config.min_cell_area)
+    metrics = json.loads(metrics_path.read_text())
+    metrics.update(thresholds=list(config.thresholds), min_cell_area=config.min_cell_area,
+                   val=val_summary, test=test_summary, retuned=True)
+    config.save(config_path)
     write_per_image_csv(test_rows, run / "test_per_image.csv")
-
-    epochs_run = state["epochs_done"]
-    seconds = max(state["train_seconds"], 1e-9)
-    metrics = {
-        "data_source": data.source,
-        "synthetic": data.synthetic,
-        "fold": config.fold,
-        "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
-        "epochs_run": epochs_run,
-        "resumed_after_epochs": state["resumed_after"],
-        "best_epoch": state["best_epoch"],
-        "best_val_dice_at_0.5": state["best_score"],
-        "thresholds": list(config.thresholds),
-        "train_seconds": round(state["train_seconds"], 1),
-        "train_images_per_second": round(len(data.train) * epochs_run / seconds, 2),
-        "val": val_summary,
-        "test": test_summary,
-        "versions": versions(),
-        "machine": machine(),
-    }
-    write_json(metrics, run / "metrics.json")
+    write_json(metrics, metrics_path)
     return metrics

@@ -1,0 +1,83 @@
+"""Postprocessing tuned on validation data: thresholds and the smallest kept object."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from unet_keras.config import UNetConfig
+from unet_keras.evaluate import (MIN_AREA_GRID, score_probabilities, tune_min_cell_area,
+                                 tune_postprocessing)
+from unet_keras.postprocess import label_cells
+
+
+def _disk(shape, centre, radius):
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def _example(blob_side: int):
+    """A true cell (disk of radius 12, nucleus radius 5) and a prediction that has it right
+    plus a spurious square blob of ``blob_side``^2 pixels in a corner."""
+    shape = (64, 64)
+    cell, nucleus = _disk(shape, (32, 32), 12), _disk(shape, (32, 32), 5)
+    mask = np.where(nucleus, 2, np.where(cell, 1, 0)).astype(np.uint8)
+    prob = np.zeros(shape + (2,), np.float32)
+    prob[..., 0], prob[..., 1] = cell, nucleus
+    prob[2:2 + blob_side, 2:2 + blob_side, 0] = 1.0
+    return prob, {"image_id": f"blob{blob_side}", "mask": mask}
+
+
+def test_label_cells_drops_small_objects_from_mask_and_instances():
+    prob, example = _example(blob_side=5)  # 25 px: under the cut of 30
+    labels, instances = label_cells(prob, (0.5, 0.5), "components", min_cell_area=30)
+    assert instances.max() == 1 and labels[2:7, 2:7].sum() == 0
+    np.testing.assert_array_equal(labels, example["mask"])
+    labels, instances = label_cells(prob, (0.5, 0.5), "components", min_cell_area=0)
+    assert instances.max() == 2 and (labels[2:7, 2:7] == 1).all()
+
+
+def test_scores_count_only_kept_objects():
+    prob, example = _example(blob_side=8)  # 64 px
+    kept = score_probabilities([prob], [example], (0.5, 0.5), min_cell_area=30)[1]
+    dropped = score_probabilities([prob], [example], (0.5, 0.5), min_cell_area=65)[1]
+    # One true cell; with the blob kept it is one TP and one FP: AP = 1 / (1 + 1 + 0).
+    assert kept["ap50"] == pytest.approx(0.5) and dropped["ap50"] == pytest.approx(1.0)
+    # Pixel scores see the same cells: 441 cell px right, 64 px extra -> Dice 2*441/(2*441+64).
+    cell_px = int(_disk((64, 64), (32, 32), 12).sum())
+    assert kept["whole_cell_dice"] == pytest.approx(2 * cell_px / (2 * cell_px + 64))
+    assert dropped["whole_cell_dice"] == pytest.approx(1.0)
+
+
+def test_tuned_area_is_the_smallest_that_removes_the_blobs():
+    examples = [_example(side) for side in (5, 7)]  # blobs of 25 and 49 px
+    probs, truth = [p for p, _ in examples], [e for _, e in examples]
+    # Grid 0, 15, 30, 60, ...: 60 drops both blobs, nothing smaller does.
+    assert tune_min_cell_area(probs, truth, (0.5, 0.5)) == 60
+    config = UNetConfig(depth=2, base_filters=4, image_size=32)
+    summary = tune_postprocessing(probs, truth, config)
+    assert config.min_cell_area == 60 and summary["ap50"] == pytest.approx(1.0)
+    assert max(MIN_AREA_GRID) <= 250  # never drops a real cell at half Dataset 1's magnification
+
+
+def test_tune_command_rewrites_a_finished_run(tmp_path):
+    run = tmp_path / "run"
+    done = run_cli("train", "--synthetic", "--epochs", "1", "--depth", "2", "--base-filters", "4",
+                   "--image-size", "32", "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    config = json.loads((run / "config.json").read_text())
+    config["min_cell_area"] = 7  # not on the grid: tune must replace it
+    (run / "config.json").write_text(json.dumps(config))
+    done = run_cli("tune", "--model", str(run), "--synthetic")
+    assert done.returncode == 0, done.stderr
+    tuned = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert tuned["min_cell_area"] in MIN_AREA_GRID and metrics["retuned"] is True
+    assert metrics["min_cell_area"] == tuned["min_cell_area"]
+    assert metrics["thresholds"] == tuned["thresholds"]
+
+
+def test_tune_refuses_a_model_that_is_not_a_run(tmp_path):
+    done = run_cli("tune", "--model", str(tmp_path / "nothing"), "--synthetic")
+    assert done.returncode == 1 and "nothing" in done.stderr

@@ -1,0 +1,319 @@
+"""k-fold cross-validation: one training run per test fold, then one report over the folds.
+
+``DIR/fold-k`` is an ordinary run of ``unet_keras.train.train`` whose test part is fold k. A fold
+whose ``metrics.json`` exists is complete and skipped; an interrupted ``fold-k.partial`` is
+resumed. The report covers every complete fold in DIR, so folds may be trained in several
+invocations (``--folds 0,2``, later ``--folds 1,3,4``):
+
+    cv.json        per fold: test-fold scores, training seconds and images/s; their mean and
+                   sample standard deviation (ddof=1; null for a single fold)
+    CV.md          the same as a markdown table, with the data source and the recipe
+    cv_folds.png   per-fold scores as points, their mean as a bar with the sd
+
+A fold's scores are its ``metrics.json`` ``test`` figures: means over that fold's test images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from unet_keras.config import CONFIG_FILENAME, UNetConfig
+from unet_keras.image_io import atomic_output, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CV_JSON, CV_MARKDOWN, CV_PLOT = "cv.json", "CV.md", "cv_folds.png"
+METRICS_FILENAME = "metrics.json"
+# Key in metrics.json "test" -> title. Nucleus scores exist for 2-channel models only.
+SCORES = {"whole_cell_dice": "whole-cell Dice", "whole_cell_iou": "whole-cell IoU",
+          "nucleus_dice": "nucleus Dice", "nucleus_iou": "nucleus IoU",
+          "ap50": "AP@0.5", "ap50_95": "AP@[.5:.95]"}
+REQUIRED_SCORES = ("whole_cell_dice", "whole_cell_iou", "ap50", "ap50_95")
+# Key at the top of metrics.json -> title.
+TIMINGS = {"train_seconds": "training s", "train_images_per_second": "images/s"}
+FORMATS = {"train_seconds": "{:.0f}", "train_images_per_second": "{:.2f}"}
+# Config fields that differ between the folds of one cross-validation; all others must agree.
+PER_FOLD_FIELDS = ("fold", "thresholds")
+FOLD_NAME = re.compile(r"fold-(\d+)")
+
+
+class CVError(ValueError):
+    """A fold directory, fold list or report that cannot be used; the message names the path."""
+
+
+def fold_dir(out: str | Path, fold: int) -> Path:
+    return Path(out) / f"fold-{fold}"
+
+
+def parse_folds(text: str | None, num_folds: int) -> list[int]:
+    """``"0,2"`` -> ``[0, 2]``; ``None`` -> every fold."""
+    if text is None:
+        return list(range(num_folds))
+    try:
+        folds = [int(part) for part in text.split(",")]
+    except ValueError:
+        folds = []
+    if not folds or len(set(folds)) != len(folds) or not all(0 <= k < num_folds for k in folds):
+        raise CVError(f"--folds {text!r}: expected distinct fold numbers in 0..{num_folds - 1}, "
+                      "comma-separated (e.g. 0,2)")
+    return sorted(folds)
+
+
+def recipe(config: UNetConfig) -> dict:
+    """The settings every fold of one cross-validation shares."""
+    return {k: v for k, v in config.to_dict().items() if k not in PER_FOLD_FIELDS}
+
+
+def _differences(config: UNetConfig, shared: dict) -> str:
+    return ", ".join(sorted(k for k, v in recipe(config).items() if shared[k] != v))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_fold(run: str | Path) -> tuple[dict, UNetConfig]:
+    """(metrics.json, config.json) of the complete training run ``run``.
+
+    Raises:
+        CVError, ConfigError: a file is missing or unreadable, or lacks a test-fold score.
+    """
+    path = Path(run) / METRICS_FILENAME
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CVError(f"{path}: cannot read fold metrics ({err}); expected the metrics.json "
+                      "of a complete `unet-keras train` run") from err
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    if not isinstance(test, dict):
+        raise CVError(f"{path}: no \"test\" scores; expected the metrics.json of `unet-keras train`")
+    missing = [k for k in REQUIRED_SCORES if not _is_number(test.get(k))]
+    missing += [k for k in TIMINGS if not _is_number(metrics.get(k))]
+    if missing:
+        raise CVError(f"{path}: missing or non-numeric {', '.join(missing)}; expected test-fold "
+                      f"scores {', '.join(REQUIRED_SCORES)} and {', '.join(TIMINGS)}")
+    return metrics, UNetConfig.load(Path(run) / CONFIG_FILENAME)
+
+
+def complete_folds(out: str | Path) -> list[Path]:
+    """Every ``fold-k`` directory in ``out`` that holds a metrics.json, by fold number."""
+    out = Path(out)
+    if not out.is_dir():
+        raise CVError(f"{out}: not a directory; expected a cross-validation output (fold-k/ runs)")
+    found = [p for p in out.iterdir() if FOLD_NAME.fullmatch(p.name) and
+             (p / METRICS_FILENAME).is_file()]
+    return sorted(found, key=lambda p: int(FOLD_NAME.fullmatch(p.name).group(1)))
+
+
+def summarize(dirs: Sequence[str | Path]) -> dict:
+    """Aggregate complete fold runs: per-fold test scores and timings, their mean and sample sd.
+
+    Returns:
+        ``{"folds": [per-fold row], "mean": {key: value}, "sd": {key: value or None},
+        "columns": [keys], "data_source", "synthetic", "recipe", "n_folds", "num_folds"}``.
+    Raises:
+        CVError: no directories, an unreadable fold, two runs of one fold, or folds trained
+            with different recipes or data.
+    """
+    if not dirs:
+        raise CVError("no complete folds to summarize; expected fold-k directories holding "
+                      f"{METRICS_FILENAME} (train some with `unet-keras cv`)")
+    runs = [(Path(d), *read_fold(d)) for d in dirs]
+    first, first_metrics, first_config = runs[0]
+    shared = recipe(first_config)
+    seen: dict[int, Path] = {}
+    for run, metrics, config in runs:
+        if config.fold in seen:
+            raise CVError(f"{run}: fold {config.fold} again (also {seen[config.fold]}); "
+                          "expected one run per fold")
+        seen[config.fold] = run
+        differ = _differences(config, shared)
+        if differ:
+            raise CVError(f"{run / CONFIG_FILENAME}: recipe differs from {first / CONFIG_FILENAME} "
+                          f"in {differ}; expected the folds of one recipe")
+        if metrics.get("data_source") != first_metrics.get("data_source"):
+            raise CVError(f"{run / METRICS_FILENAME}: data source {metrics.get('data_source')!r} "
+                          f"differs from {first_metrics.get('data_source')!r} ({first})")
+    columns = [k for k in SCORES if all(k in m["test"] for _, m, _ in runs)] + list(TIMINGS)
+    rows = sorted(({"fold": c.fold, "run": str(r), "n_test": m.get("n_test"),
+                    "best_epoch": m.get("best_epoch"), "devices": m.get("devices", 1),
+                    **{k: float(m["test"][k]) for k in columns if k in SCORES},
+                    **{k: float(m[k]) for k in TIMINGS}} for r, m, c in runs),
+                  key=lambda row: row["fold"])
+    values = {k: np.array([row[k] for row in rows]) for k in columns}
+    return {
+        "data_source": first_metrics.get("data_source"),
+        "synthetic": bool(first_metrics.get("synthetic")),
+        "recipe": shared,
+        "num_folds": first_config.num_folds,
+        "n_folds": len(rows),
+        "columns": columns,
+        "folds": rows,
+        "mean": {k: float(v.mean()) for k, v in values.items()},
+        "sd": {k: float(v.std(ddof=1)) if len(v) > 1 else None for k, v in values.items()},
+    }
+
+
+def _cell(key: str, value: float | None) -> str:
+    return "n/a" if value is None else FORMATS.get(key, "{:.4f}").format(value)
+
+
+def _describe(r: dict) -> str:
+    return (f"{r['dataset']}, U-Net depth {r['depth']}, {r['base_filters']} base filters, "
+            f"{r['out_channels']} output channel(s), {r['image_size']} px crops, {r['epochs']} "
+            f"epochs, batch {r['batch_size']}, Adam lr {r['learning_rate']:g} "
+            f"({r['lr_schedule']}), dropout {r['dropout']:g}, augmentation "
+            f"{'on' if r['augment'] else 'off'}, seed {r['seed']}; {r['num_folds']} folds "
+            f"(split seed {r['split_seed']}, {r['val_fraction']:.0%} of the rest for validation)")
+
+
+def render_markdown(summary: dict) -> str:
+    """CV.md: data source, recipe, one row per fold, then mean ± sd."""
+    columns, kind = summary["columns"], "SYNTHETIC" if summary["synthetic"] else "real"
+    titles = ["fold", "test images", "best epoch", *(SCORES.get(k) or TIMINGS[k] for k in columns)]
+    devices = sorted({row["devices"] for row in summary["folds"]})
+    lines = [
+        f"# Cross-validation: {summary['n_folds']} of {summary['num_folds']} folds ({kind} data)",
+        "",
+        f"- Data ({kind}): {summary['data_source']}",
+        f"- Recipe: {_describe(summary['recipe'])}; trained on {'/'.join(map(str, devices))} "
+        "device(s)",
+        f"- Folds: {', '.join(str(row['fold']) for row in summary['folds'])}; fold k is the test "
+        "part of the run in fold-k/",
+        "",
+        "| " + " | ".join(titles) + " |",
+        "|" + "---|" * len(titles),
+    ]
+    for row in summary["folds"]:
+        cells = [str(row["fold"]), str(row["n_test"]), str(row["best_epoch"])]
+        lines.append("| " + " | ".join(cells + [_cell(k, row[k]) for k in columns]) + " |")
+    spread = [f"{_cell(k, summary['mean'][k])} ± {_cell(k, summary['sd'][k])}" for k in columns]
+    lines += ["| mean ± sd | | | " + " | ".join(spread) + " |", "",
+              "Each fold's scores are means over its test images; the last row is the mean and "
+              "sample standard deviation (ddof=1) over folds. Numbers: cv.json.", ""]
+    return "\n".join(lines)
+
+
+def render_plot(summary: dict) -> bytes:
+    """cv_folds.png: each fold's test scores as points, the mean as a bar with ± sd."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    keys = [k for k in summary["columns"] if k in SCORES]
+    folds = summary["folds"]
+    fig = Figure(figsize=(1.4 * len(keys) + 2.5, 4.2))
+    ax = fig.subplots()
+    offsets = np.linspace(-0.25, 0.15, len(folds)) if len(folds) > 1 else np.zeros(1)
+    for n, row in enumerate(folds):
+        ax.scatter(np.arange(len(keys)) + offsets[n], [row[k] for k in keys], s=28, zorder=3,
+                   color=f"C{n % 10}", label=f"fold {row['fold']}")
+    for i, key in enumerate(keys):
+        mean, sd = summary["mean"][key], summary["sd"][key]
+        ax.hlines(mean, i - 0.32, i + 0.32, color="black", linewidth=2, zorder=2,
+                  label="mean ± sd" if i == 0 else None)
+        if sd is not None:
+            ax.errorbar(i + 0.26, mean, yerr=sd, color="black", capsize=4, linewidth=1, zorder=2)
+    ax.set_xticks(range(len(keys)), [SCORES[k] for k in keys], rotation=15)
+    ax.set_ylabel("test-fold score (mean over its images)")
+    kind = "SYNTHETIC data" if summary["synthetic"] else "real data"
+    ax.set_title(f"Cross-validation, {summary['n_folds']} of {summary['num_folds']} folds, {kind}",
+                 fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def write_report(out: str | Path, summary: dict) -> list[Path]:
+    """Write cv.json, CV.md and cv_folds.png into ``out``, each atomically, all rendered first
+    so that a failure leaves the previous report (or none) in place."""
+    out = Path(out)
+    text = json.dumps(summary, indent=1) + "\n"
+    markdown, png = render_markdown(summary), render_plot(summary)
+    atomic_write_text(out / CV_JSON, text)
+    atomic_write_text(out / CV_MARKDOWN, markdown)
+    with atomic_output(out / CV_PLOT) as handle:
+        handle.write(png)
+    return [out / CV_JSON, out / CV_MARKDOWN, out / CV_PLOT]
+
+
+def aggregate(out: str | Path) -> dict:
+    """Summarize every complete fold in ``out`` and write the report there."""
+    summary = summarize(complete_folds(out))
+    write_report(out, summary)
+    return summary
+
+
+def check_folds(out: Path, folds: Sequence[int], config: UNetConfig) -> None:
+    """Before any training: complete folds must be readable and of this recipe, interrupted
+    ones resumable with it, and nothing else may sit in a fold's place."""
+    from unet_keras.train import partial_dir, resumable
+
+    wanted = recipe(config)
+    for fold in folds:
+        run = fold_dir(out, fold)
+        if run.exists():
+            if not (run / METRICS_FILENAME).is_file():
+                raise CVError(f"{run}: exists without {METRICS_FILENAME}; expected a complete "
+                              f"run (delete it to train fold {fold} again)")
+            found, where = read_fold(run)[1], run / CONFIG_FILENAME
+        elif partial_dir(run).exists():
+            found, where = resumable(run)[0], partial_dir(run) / CONFIG_FILENAME
+        else:
+            continue
+        differ = _differences(found, wanted)
+        if differ:
+            raise CVError(f"{where}: trained with another recipe ({differ} differ from the "
+                          "options given); expected the same options, or another --out")
+
+
+def run_cv(config: UNetConfig, out: str | Path, folds: Sequence[int],
+           data_dir: str | Path | None = None, synthetic: bool = False, devices: int = 1,
+           verbose: int | str = "auto", progress: Callable[[str], None] = log.info) -> dict:
+    """Train each fold of ``folds`` into ``out/fold-k`` (skipping complete ones, resuming
+    interrupted ones), then write the report over every complete fold in ``out``.
+
+    Returns:
+        ``summarize``'s result.
+    Raises:
+        CVError, DeviceError, RunDirError, DataError, ...: before training where it can be known.
+    """
+    from unet_keras.data.loading import FoldData, load_all
+    from unet_keras.data.splits import fold_indices
+    from unet_keras.train import check_devices, partial_dir, train
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CVError(f"{out}: not a directory; expected a cross-validation output directory")
+    check_devices(devices, config.batch_size)
+    check_folds(out, folds, config)
+    todo = [k for k in folds if not (fold_dir(out, k) / METRICS_FILENAME).is_file()]
+    for k in sorted(set(folds) - set(todo)):
+        progress(f"fold {k}: complete in {fold_dir(out, k)}; skipped")
+    if todo:
+        examples, source, synthetic = load_all(config, data_dir, synthetic)
+        ids = [e["image_id"] for e in examples]
+        data_args = {"data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+                     "synthetic": synthetic}
+        out.mkdir(parents=True, exist_ok=True)
+    for k in todo:
+        fold_config = dataclasses.replace(config, fold=k)
+        parts = fold_indices(ids, k, config.num_folds, config.split_seed, config.val_fraction)
+        data = FoldData(*([examples[i] for i in parts[name]] for name in ("train", "val", "test")),
+                        source=source, synthetic=synthetic)
+        resume = partial_dir(fold_dir(out, k)).exists()
+        progress(f"fold {k}: {'resuming' if resume else 'training'} on {source}; train "
+                 f"{len(data.train)}, val {len(data.val)}, test {len(data.test)}")
+        metrics = train(fold_config, data, fold_dir(out, k), verbose=verbose, resume=resume,
+                        data_args=data_args, devices=devices)
+        progress(f"fold {k}: whole-cell Dice {metrics['test']['whole_cell_dice']:.4f}, "
+                 f"{metrics['train_seconds']} s")
+    return aggregate(out)
