@@ -40,8 +40,9 @@ REQUIRED_SCORES = ("whole_cell_dice", "whole_cell_iou", "ap50", "ap50_95")
 # Key at the top of metrics.json -> title.
 TIMINGS = {"train_seconds": "training s", "train_images_per_second": "images/s"}
 FORMATS = {"train_seconds": "{:.0f}", "train_images_per_second": "{:.2f}"}
-# Config fields that differ between the folds of one cross-validation; all others must agree.
-PER_FOLD_FIELDS = ("fold", "thresholds")
+# Config fields that differ between the folds of one cross-validation (the test fold, and the
+# postprocessing tuned on each fold's validation part); all others must agree.
+PER_FOLD_FIELDS = ("fold", "thresholds", "min_cell_area")
 FOLD_NAME = re.compile(r"fold-(\d+)")
 
 
