@@ -1,0 +1,217 @@
+"""The examples/ scripts, run the way a user runs them (a subprocess) on tiny synthetic inputs."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from export.metadata import set_metadata
+from tests.conftest import REPO
+from unet_keras.config import UNetConfig
+from unet_keras.data.synthetic import synthetic_smear
+from unet_keras.postprocess import labels_to_png
+
+EXAMPLES = REPO / "examples"
+HEAVY = ("keras", "jax", "jaxlib", "tensorflow", "torch")
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` as a module (examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_example(name: str, *args, env: dict | None = None,
+                timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)], cwd=REPO,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("name", ["finetune.py", "serve_onnx.py", "touching_cells_report.py",
+                                  "train_other_backend.py"])
+def test_example_docstring_says_how_to_run_it(name):
+    doc = ast.get_docstring(ast.parse((EXAMPLES / name).read_text()))
+    assert f"python examples/{name} " in doc
+
+
+# serve_onnx.py: an ONNX file the runtime accepts, whose "model" is pointwise and exact.
+
+def pointwise_onnx(path: Path) -> Path:
+    """probability = 1 - (red, green): a pixel is cell where red <= 127, nucleus where green is."""
+    consts = [numpy_helper.from_array(np.array(v, dtype), name) for name, v, dtype in (
+        ("starts", [0], np.int64), ("ends", [2], np.int64), ("axes", [3], np.int64),
+        ("one", 1.0, np.float32))]
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["image", "starts", "ends", "axes"], ["red_green"]),
+         helper.make_node("Sub", ["one", "red_green"], ["probability"])],
+        "pointwise",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N", "H", "W", 2])],
+        consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    config = UNetConfig(depth=2, base_filters=4, out_channels=2, image_size=64,
+                        thresholds=(0.5, 0.5))
+    set_metadata(model, {"config": config.to_dict(), "thresholds": [0.5, 0.5]})
+    onnx.save(model, str(path))
+    return path
+
+
+CYTOPLASM, NUCLEUS = (0, 255, 255), (0, 0, 255)  # red low: cell; red and green low: nucleus
+
+
+@pytest.fixture()
+def served(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    a = np.full((40, 48, 3), 255, np.uint8)
+    a[5:15, 4:16] = CYTOPLASM  # 10 x 12 = 120 px cell ...
+    a[8:12, 8:12] = NUCLEUS  # ... with a 4 x 4 nucleus: cytoplasm 104
+    a[25:35, 30:40] = CYTOPLASM  # a 100 px cell without a nucleus
+    b = np.full((30, 50, 3), 255, np.uint8)
+    b[5:25, 5:45] = CYTOPLASM  # two 20 x 20 cells side by side, told apart by their nuclei
+    b[12:18, 10:16] = b[12:18, 34:40] = NUCLEUS
+    Image.fromarray(a).save(images / "a.png")
+    Image.fromarray(b).save(images / "b.png")
+    (images / "junk.png").write_bytes(b"not an image")
+    return pointwise_onnx(tmp_path / "pointwise.onnx"), images, tmp_path / "out"
+
+
+def test_serve_onnx_writes_masks_and_a_cell_table_without_keras_or_jax(served):
+    model, images, out = served
+    code = textwrap.dedent(f"""
+        import json, runpy, sys
+        sys.argv = ["serve_onnx.py", *sys.argv[1:]]
+        try:
+            runpy.run_path({str(EXAMPLES / "serve_onnx.py")!r}, run_name="__main__")
+        except SystemExit as done:
+            code = done.code
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
+        print(json.dumps({{"exit": code, "heavy": heavy}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code, str(model), str(images), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"exit": 0, "heavy": []}
+    assert "junk.png" in done.stderr and "2 image(s), 4 cell(s)" in done.stdout
+
+    with (out / "cells.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    a = sorted((r for r in rows if r["image"] == "a.png"), key=lambda r: -int(r["area"]))
+    assert [(r["area"], r["nucleus_area"], r["cytoplasm_area"]) for r in a] == [
+        ("120", "16", "104"), ("100", "0", "100")]
+    assert float(a[0]["nc_ratio"]) == pytest.approx(16 / 104)
+    b = [r for r in rows if r["image"] == "b.png"]
+    assert len(b) == 2 and sum(int(r["area"]) for r in b) == 800
+    assert [r["nucleus_area"] for r in b] == ["36", "36"]
+
+    mask = np.asarray(Image.open(out / "a_mask.png"))
+    assert mask.shape == (40, 48)
+    assert [np.count_nonzero(mask == v) for v in (255, 128)] == [16, 204]
+    assert not (out / "junk_mask.png").exists()
+
+
+def test_serve_onnx_names_a_missing_model(tmp_path):
+    done = run_example("serve_onnx.py", tmp_path / "missing.onnx", tmp_path, "--out", tmp_path / "o")
+    assert done.returncode == 1
+    assert "missing.onnx: ONNX file not found" in done.stderr
+
+
+# finetune.py
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from tests.test_export import make_run  # imports keras: only when these tests run
+
+    return make_run(tmp_path_factory.mktemp("finetune") / "base")[0] / "model.keras"
+
+
+def user_folder(root: Path, n: int = 6) -> tuple[Path, Path]:
+    """``n`` synthetic 64 px images with masks, half in grey 0/128/255, half as indices 0/1/2."""
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir()
+    for i in range(n):
+        image, labels = synthetic_smear(64, n_white=1, seed=i)
+        Image.fromarray(image).save(images / f"cell_{i}.png")
+        Image.fromarray(labels_to_png(labels, 2) if i % 2 else labels).save(masks / f"cell_{i}.png")
+    return images, masks
+
+
+def test_finetune_reads_both_mask_encodings_alike(tmp_path):
+    finetune = load_example("finetune")
+    images, masks = user_folder(tmp_path, n=2)
+    grey = finetune.read_example(images / "cell_1.png", masks / "cell_1.png")["mask"]
+    Image.fromarray(grey).save(tmp_path / "indices.png")  # the same labels, as 0/1/2
+    again = finetune.read_example(images / "cell_1.png", tmp_path / "indices.png")["mask"]
+    assert set(np.unique(grey)) == {0, 1, 2}
+    np.testing.assert_array_equal(grey, again)
+
+
+def test_finetune_trains_keeps_a_validation_part_and_writes_model_and_config(tiny_model, tmp_path):
+    images, masks = user_folder(tmp_path)
+    out = tmp_path / "finetuned"
+    done = run_example("finetune.py", "--model", tiny_model, "--images", images, "--masks", masks,
+                       "--out", out, "--epochs", "2", "--image-size", "32", "--batch-size", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "5 training and 1 validation image(s)" in done.stdout
+    config = UNetConfig.load(out / "config.json")
+    assert (config.depth, config.base_filters, config.out_channels) == (2, 4, 2)
+    assert (config.epochs, config.learning_rate, config.image_size) == (2, 1e-4, 32)
+    summary = json.loads((out / "finetune.json").read_text())
+    assert len(summary["val_images"]) == 1 and summary["epochs_run"] == 2
+    assert sorted(summary["train_images"] + summary["val_images"]) == [f"cell_{i}" for i in range(6)]
+    assert list(config.thresholds) == summary["thresholds"] and len(config.thresholds) == 2
+
+    from unet_keras.model import load_model
+
+    base, tuned = load_model(tiny_model), load_model(out / "model.keras")
+    changed = [not np.array_equal(w0, w1) for w0, w1 in zip(base.get_weights(), tuned.get_weights())]
+    assert len(changed) == len(base.get_weights()) and any(changed)
+
+
+def test_finetune_names_an_image_without_its_mask(tmp_path):
+    images, masks = user_folder(tmp_path, n=2)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(images / "lonely.png")
+    stand_in = tmp_path / "model.keras"  # pairs are checked before the model is loaded
+    stand_in.touch()
+    done = run_example("finetune.py", "--model", stand_in,
+                       "--images", images, "--masks", masks, "--out", tmp_path / "out")
+    assert done.returncode == 1
+    assert f"{images / 'lonely.png'}: no mask; expected {masks / 'lonely'}.png" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# train_other_backend.py
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_train_under_another_backend(backend, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    out = tmp_path / "run"
+    done = run_example("train_other_backend.py", "--synthetic", "--epochs", "1", "--depth", "2",
+                       "--base-filters", "4", "--image-size", "32", "--batch-size", "8",
+                       "--limit", "8", "--out", out, env={"KERAS_BACKEND": backend}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Keras backend: {backend}" in done.stdout
+    assert (out / "model.keras").is_file() and (out / "config.json").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["versions"]["keras_backend"] == backend and metrics["n_train"] == 8

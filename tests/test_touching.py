@@ -1,0 +1,158 @@
+"""Touching cells: the seeded cluster generator, and counting cells by components vs watershed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.draw import disk
+
+from tests.conftest import REPO
+from tests.test_examples import load_example
+from unet_keras.data.synthetic import touching_cells, touching_cells_set
+from unet_keras.postprocess import separate_instances
+
+EIGHT_CONNECTED = np.ones((3, 3), bool)
+report = load_example("touching_cells_report")
+
+
+def counts(label_map: np.ndarray) -> tuple[int, int, int]:
+    """Cells found by components, watershed, and watershed from nucleus markers."""
+    return tuple(int(separate(label_map).max()) for separate in report.METHODS.values())
+
+
+def two_discs(distance: int, nucleus_radius: int, radii: tuple[int, int] = (16, 14)) -> np.ndarray:
+    """Label map of two discs whose centres, on row 40, are ``distance`` apart, each with a
+    round nucleus at its centre."""
+    labels = np.zeros((80, 40 + distance + 40), np.uint8)
+    centres = [(40, 40), (40, 40 + distance)]
+    for centre, radius in zip(centres, radii):
+        labels[disk(centre, radius, shape=labels.shape)] = 1
+    for centre in centres:
+        labels[disk(centre, nucleus_radius, shape=labels.shape)] = 2
+    return labels
+
+
+# Discs of radius 16 and 14: distance-transform peaks of 16 and 14. The circles cross at
+# x = (16^2 - 14^2 + d^2) / 2d from the first centre, half a neck sqrt(16^2 - x^2) away from the
+# line of centres; the distance transform's saddle is about that half-neck. The smaller disc
+# seeds its own cell when its peak rises h = 2 px above the saddle.
+@pytest.mark.parametrize("distance, nucleus_radius, expected", [
+    # 34 px: the discs (|dx| <= 15 and <= 13 about their centres) leave a 5-column gap.
+    (34, 5, (2, 2, 2)),
+    # 22 px (overlap 0.27): x = 12.4, half-neck 10.2; the peak of 14 rises 3.8 px above it.
+    (22, 5, (1, 2, 2)),
+    # 16 px (overlap 0.47): x = 9.9, half-neck 12.6; the peak rises only 1.4 px: one cell by
+    # distance. Nuclei of radius 3 (|dx| <= 2), grown by nucleus_gap_px / 2 = 2 px, span -4..4
+    # and 12..20: apart, two markers, two cells.
+    (16, 3, (1, 1, 2)),
+    # 6 px: the grown nuclei (-4..4 and 2..10) merge into one marker; every method sees one cell.
+    (6, 3, (1, 1, 1)),
+])
+def test_hand_checked_counts_of_two_overlapping_discs(distance, nucleus_radius, expected):
+    assert counts(two_discs(distance, nucleus_radius)) == expected
+
+
+def test_equal_distance_peaks_both_seed_however_shallow_the_saddle():
+    # h_maxima keeps a peak unless it is joined to a *higher* one by a saddle less than h below
+    # it. Equal discs of radius 16, centres 12 px apart: peaks 16 and 16, saddle 15. Neither
+    # peak is higher, so both seed a cell although the saddle is only 1 px below them.
+    # With radii 16 and 14 (above), the same distance gives one cell.
+    assert counts(two_discs(12, 3, radii=(16, 16)))[:2] == (1, 2)
+    assert counts(two_discs(12, 3, radii=(16, 14)))[:2] == (1, 1)
+
+
+def test_watershed_cuts_touching_discs_at_the_midline():
+    labels = two_discs(24, 5, radii=(16, 16))
+    instances = separate_instances(labels > 0)
+    left, right = instances[40, 40], instances[40, 64]
+    assert {left, right} == {1, 2}
+    # Symmetric about column 52: every cell pixel left of it is the left cell's.
+    cell = labels > 0
+    assert np.all(instances[:, :52][cell[:, :52]] == left)
+    assert np.all(instances[:, 53:][cell[:, 53:]] == right)
+
+
+def test_generator_puts_disc_centres_at_the_set_overlap():
+    # Discs of radius 16 overlapping by 0.25: centres (1 - 0.25) * (16 + 16) = 24 px apart.
+    for seed in range(5):
+        cluster = touching_cells(2, 0.25, radius=(16.0, 16.0), aspect=(1.0, 1.0), seed=seed)
+        first, second = (cell.body for cell in cluster.cells)
+        assert np.hypot(first.cy - second.cy, first.cx - second.cx) == pytest.approx(24.0)
+        assert counts(cluster.label_map)[:2] == (1, 2)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.3, 0.5])
+def test_every_cell_touches_an_earlier_one_and_none_comes_closer(overlap):
+    ratio = 1.0 - overlap
+    for cluster in touching_cells_set(10, overlap, seed=3):
+        bodies = [cell.body for cell in cluster.cells]
+        for k, body in enumerate(bodies[1:], start=1):
+            ratios = []
+            for other in bodies[:k]:
+                dy, dx = body.cy - other.cy, body.cx - other.cx
+                d = np.hypot(dy, dx)
+                ratios.append(d / (other.reach(dy / d, dx / d) + body.reach(-dy / d, -dx / d)))
+            assert min(ratios) == pytest.approx(ratio) and min(ratios) >= ratio - 1e-9
+
+
+def test_clusters_hold_exactly_their_count_of_visible_cells():
+    for cluster in touching_cells_set(20, 0.4, seed=1):
+        labels, instances = cluster.label_map, cluster.instances
+        assert labels.dtype == np.uint8 and instances.dtype == np.int32
+        assert set(np.unique(labels)) == {0, 1, 2} and 2 <= cluster.count <= 6
+        assert set(np.unique(instances)) == set(range(cluster.count + 1))
+        np.testing.assert_array_equal(labels > 0, instances > 0)
+        assert ndi.label(labels > 0, EIGHT_CONNECTED)[1] == 1  # one cluster
+        yy, xx = np.mgrid[0:labels.shape[0], 0:labels.shape[1]]
+        for index, cell in enumerate(cluster.cells, start=1):
+            visible = instances == index
+            assert ndi.label(visible, EIGHT_CONNECTED)[1] == 1
+            assert visible.sum() >= (cell.body.radius2(yy, xx) <= 1).sum() / 2
+
+
+def test_same_seed_same_cluster_and_counts_shared_across_overlaps():
+    a, b = touching_cells(4, 0.3, seed=7), touching_cells(4, 0.3, seed=7)
+    np.testing.assert_array_equal(a.label_map, b.label_map)
+    np.testing.assert_array_equal(a.instances, b.instances)
+    assert not np.array_equal(a.label_map, touching_cells(4, 0.3, seed=8).label_map)
+    low = [c.count for c in touching_cells_set(30, 0.1)]
+    assert low == [c.count for c in touching_cells_set(30, 0.5)]
+    assert set(low) == {2, 3, 4, 5, 6}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_cells=0, overlap=0.2), "n_cells=0"),
+    (dict(n_cells=2, overlap=0.6), "0 <= overlap <= 0.5"),
+    (dict(n_cells=2, overlap=0.2, radius=(10.0, 5.0)), "radius"),
+    (dict(n_cells=2, overlap=0.2, size=30), r"size=30: expected at least 2 \* radius \+ 4 = 44 px"),
+    (dict(n_cells=6, overlap=0.0, size=44, radius=(20.0, 20.0)), "found no layout of 6 cells"),
+])
+def test_impossible_requests_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        touching_cells(**kwargs)
+
+
+def test_count_errors_components_vs_watershed():
+    rows = report.count_errors(overlaps=(0.1, 0.3, 0.5), n_images=40)
+    truth = np.mean([c.count for c in touching_cells_set(40, 0.1)])
+    by = {(row["overlap"], row["method"]): row["mean_abs_error"] for row in rows}
+    exact = {(row["overlap"], row["method"]): row["exact_percent"] for row in rows}
+    bias = {(row["overlap"], row["method"]): row["mean_error"] for row in rows}
+    for overlap in (0.1, 0.3, 0.5):
+        # Every cluster is one component of >= 2 cells: components always count 1.
+        assert exact[overlap, "connected components"] == 0.0
+        assert by[overlap, "connected components"] == pytest.approx(truth - 1)
+        assert by[overlap, "watershed, nucleus markers"] <= by[overlap, "watershed"]
+    # Slight overlaps: the distance watershed counts almost every cluster right.
+    assert exact[0.1, "watershed"] >= 85.0 and exact[0.1, "watershed, nucleus markers"] >= 85.0
+    assert by[0.3, "watershed"] < by[0.3, "connected components"] / 2
+    # Deep overlaps: necks too shallow for h = 2 merge cells; the nuclei still tell them apart.
+    assert bias[0.5, "watershed"] < -1.0
+    assert by[0.5, "watershed, nucleus markers"] < by[0.5, "watershed"] / 2
+
+
+@pytest.mark.slow
+def test_the_doc_table_is_what_the_report_prints():
+    table = report.markdown_table(report.count_errors())
+    assert table in (REPO / "docs" / "touching_cells.md").read_text()
