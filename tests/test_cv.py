@@ -238,7 +238,7 @@ def test_cv_trains_resumes_an_interrupted_fold_and_reports(tmp_path, monkeypatch
     assert cli.main(argv) == 130
     assert (out / "fold-0" / "metrics.json").is_file() and (out / "fold-1.partial").is_dir()
     monkeypatch.setattr(EpochCheckpoint, "on_epoch_end", save)
-    capsys.readouterr()
+    assert "resumes an interrupted fold-k.partial" in capsys.readouterr().err
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "fold 0: complete" in printed and "fold 1: resuming" in printed

@@ -382,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         kept = (" (once an epoch has completed, the run is kept as RUN.partial; continue it with "
-                "--resume RUN)" if args.command == "train" else "")
+                "--resume RUN)" if args.command == "train" else
+                " (completed folds are kept; the same command skips them and resumes an "
+                "interrupted fold-k.partial)" if args.command == "cv" else "")
         print(f"unet-keras {args.command}: interrupted{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
