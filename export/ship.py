@@ -2,7 +2,7 @@
 
     python -m export.ship runs/NAME [--cv runs/CV] [--out unet_keras/pretrained]
 
-Writes ``wbc_unet.keras`` (the run's model), ``wbc_unet.onnx`` (exported through the parity gate
+Writes ``wbc_unet.keras`` (the run's model, without optimizer state), ``wbc_unet.onnx`` (exported through the parity gate
 of ``export.onnx_export``) and ``wbc_unet.json``, the model card: config with tuned thresholds,
 training recipe and time, the run's test-fold figures, the cross-validation summary when
 ``--cv`` names a ``unet-keras cv`` directory, the ONNX parity figures, and the data citation.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -67,6 +66,7 @@ def ship(run: str | Path, out: str | Path, cv_dir: str | Path | None = None,
          max_mb: float = 10.0) -> dict:
     """Write the three shipped files from ``run`` into ``out``; returns the model card."""
     from export.onnx_export import export_onnx
+    from unet_keras.model import load_model
 
     run, out = Path(run), Path(out)
     model_path, _ = resolve_run(run)
@@ -74,7 +74,8 @@ def ship(run: str | Path, out: str | Path, cv_dir: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".ship-") as tmp:
         work = Path(tmp)
-        shutil.copyfile(model_path, work / NAMES[0])
+        # Loaded without compiling, the model saves without its optimizer state (2x the weights).
+        load_model(model_path).save(work / NAMES[0])
         report = export_onnx(run, work / NAMES[1])
         parity = {key: report[key] for key in ("route", "opset", "parity") if key in report}
         card = model_card(run, parity, cv)
