@@ -66,6 +66,7 @@ def test_summarize_gives_hand_computed_mean_and_sd(three_folds):
         assert summary["mean"][key] == pytest.approx(mean, abs=1e-12), key
         assert summary["sd"][key] == pytest.approx(sd, abs=1e-9), key
     assert summary["folds"][1]["whole_cell_iou"] == 0.60
+    assert summary["folds"][2]["min_cell_area"] == 20 and summary["folds"][2]["thresholds"] == [0.45]
     assert summary["synthetic"] and summary["data_source"] == SOURCE
     assert summary["recipe"]["epochs"] == 2 and "fold" not in summary["recipe"]
 

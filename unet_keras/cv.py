@@ -5,7 +5,8 @@ whose ``metrics.json`` exists is complete and skipped; an interrupted ``fold-k.p
 resumed. The report covers every complete fold in DIR, so folds may be trained in several
 invocations (``--folds 0,2``, later ``--folds 1,3,4``):
 
-    cv.json        per fold: test-fold scores, training seconds and images/s; their mean and
+    cv.json        per fold: test-fold scores, training seconds and images/s (and the tuned
+                   thresholds and min_cell_area); the scores' and timings' mean and
                    sample standard deviation (ddof=1; null for a single fold)
     CV.md          the same as a markdown table, with the data source and the recipe
     cv_folds.png   per-fold scores as points, their mean as a bar with the sd
@@ -146,6 +147,7 @@ def summarize(dirs: Sequence[str | Path]) -> dict:
     columns = [k for k in SCORES if all(k in m["test"] for _, m, _ in runs)] + list(TIMINGS)
     rows = sorted(({"fold": c.fold, "run": str(r), "n_test": m.get("n_test"),
                     "best_epoch": m.get("best_epoch"), "devices": m.get("devices", 1),
+                    "thresholds": list(c.thresholds), "min_cell_area": c.min_cell_area,
                     **{k: float(m["test"][k]) for k in columns if k in SCORES},
                     **{k: float(m[k]) for k in TIMINGS}} for r, m, c in runs),
                   key=lambda row: row["fold"])
