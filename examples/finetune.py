@@ -4,10 +4,10 @@ Pairs are matched by file stem: IMAGES/cell_07.jpg goes with MASKS/cell_07.png (
 MASKS/cell_07_mask.png, the only form accepted when masks and images share a folder). A mask
 holds grey 0 (background), 128 (cytoplasm) and 255 (nucleus), like the Zheng et al. data, or
 class indices 0/1/2; a whole-cell model learns background vs cell from either. A seeded part of
-the pairs (--val-fraction) is held out: training keeps the epoch with the best validation Dice
-and the probability thresholds are tuned on that part. OUT gets model.keras, config.json (so
-`unet-keras predict --model OUT` works) and finetune.json (which images were held out, Dice
-before and after).
+the pairs (--val-fraction) is held out: training keeps the epoch with the best validation Dice,
+and the postprocessing (probability thresholds, smallest cell area) is tuned on that part.
+OUT gets model.keras, config.json (so `unet-keras predict --model OUT` works) and
+finetune.json (which images were held out, Dice before and after).
 
     python examples/finetune.py --images my/images --masks my/masks --out runs/finetuned
     python examples/finetune.py --model runs/d1-fold0/model.keras --images my/images \\
@@ -103,7 +103,7 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     import keras
 
     from unet_keras.data.pipeline import TrainingBatches
-    from unet_keras.evaluate import score_probabilities, tune_thresholds, write_json
+    from unet_keras.evaluate import score_probabilities, tune_postprocessing, write_json
     from unet_keras.image_io import atomic_path
     from unet_keras.inference import predict_probabilities
     from unet_keras.model import load_model
@@ -116,7 +116,8 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
                                  image_size=image_size or base.image_size, lr_schedule="cosine")
 
     probs = predict_probabilities(model, [e["image"] for e in val], config.multiple)
-    before = score_probabilities(probs, val, base.channel_thresholds())[1]["whole_cell_dice"]
+    before = score_probabilities(probs, val, base.channel_thresholds(),
+                                 base.min_cell_area)[1]["whole_cell_dice"]
     keras.utils.set_random_seed(config.seed)
     batches = TrainingBatches(train, config, seed=config.seed)
     compile_model(model, config, len(batches))
@@ -127,8 +128,7 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     history = model.fit(batches, epochs=epochs, callbacks=[ValidationDice(val, config), best],
                         verbose=2, shuffle=False)
     probs = predict_probabilities(model, [e["image"] for e in val], config.multiple)
-    config.thresholds = tune_thresholds(probs, val)
-    after = score_probabilities(probs, val, config.thresholds)[1]["whole_cell_dice"]
+    after = tune_postprocessing(probs, val, config)["whole_cell_dice"]  # thresholds, min area
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.keras") as tmp:
@@ -136,6 +136,7 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     config.save(out / CONFIG_FILENAME)
     summary = {"base_model": str(model_path), "keras_backend": keras.backend.backend(),
                "epochs_run": len(history.history["loss"]), "thresholds": list(config.thresholds),
+               "min_cell_area": config.min_cell_area,
                "val_whole_cell_dice_before": before, "val_whole_cell_dice_after": after,
                "train_images": [e["image_id"] for e in train],
                "val_images": [e["image_id"] for e in val]}

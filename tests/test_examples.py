@@ -165,6 +165,7 @@ def test_finetune_reads_both_mask_encodings_alike(tmp_path):
     np.testing.assert_array_equal(grey, again)
 
 
+@pytest.mark.slow  # 40-100 s on 2 shared cores: a tiny model built, loaded, trained, saved
 def test_finetune_trains_keeps_a_validation_part_and_writes_model_and_config(tiny_model, tmp_path):
     images, masks = user_folder(tmp_path)
     out = tmp_path / "finetuned"
@@ -179,6 +180,7 @@ def test_finetune_trains_keeps_a_validation_part_and_writes_model_and_config(tin
     assert len(summary["val_images"]) == 1 and summary["epochs_run"] == 2
     assert sorted(summary["train_images"] + summary["val_images"]) == [f"cell_{i}" for i in range(6)]
     assert list(config.thresholds) == summary["thresholds"] and len(config.thresholds) == 2
+    assert config.min_cell_area == summary["min_cell_area"]
 
     from unet_keras.model import load_model
 
@@ -201,8 +203,7 @@ def test_finetune_names_an_image_without_its_mask(tmp_path):
 
 # train_other_backend.py
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])  # 8-11 s each, measured
 def test_train_under_another_backend(backend, tmp_path):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
