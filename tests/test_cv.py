@@ -155,7 +155,7 @@ def test_cv_skips_complete_folds_and_refuses_another_recipe(three_folds, capsys)
 def test_check_devices_refusals(monkeypatch):
     import keras
 
-    from unet_keras.train import DeviceError, check_devices
+    from unet_keras.distribution import DeviceError, check_devices
 
     check_devices(1, 7)
     with pytest.raises(DeviceError, match="batch size 7 cannot be split over 2 devices"):
@@ -171,14 +171,14 @@ def test_check_devices_refusals(monkeypatch):
 
 
 def test_even_batches_cut_the_short_batch_to_a_multiple_of_the_devices():
-    from unet_keras.train import _EvenBatches
+    from unet_keras.distribution import EvenBatches
 
     config = UNetConfig(depth=2, image_size=32, batch_size=4, augment=False)
     examples = [{"image": np.full((40, 40, 3), i, np.uint8), "mask": np.zeros((40, 40), np.uint8),
                  "image_id": i} for i in range(7)]
-    two = _EvenBatches(examples, config, seed=0, devices=2)  # 7 = 4 + 3 -> 4 + 2
+    two = EvenBatches(examples, config, seed=0, devices=2)  # 7 = 4 + 3 -> 4 + 2
     assert [len(two[i][0]) for i in range(len(two))] == [4, 2]
-    four = _EvenBatches(examples, config, seed=0, devices=4)  # the short batch of 3 sits out
+    four = EvenBatches(examples, config, seed=0, devices=4)  # the short batch of 3 sits out
     assert len(four) == 1 and len(four[0][1]) == 4
 
 

@@ -13,7 +13,6 @@ predictions run without the split, so images of any count and size are accepted.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -29,6 +28,8 @@ from unet_keras.config import CONFIG_FILENAME, UNetConfig
 from unet_keras.data.loading import FoldData
 from unet_keras.data.pipeline import TrainingBatches
 from unet_keras.dirlock import exclusive_dir
+from unet_keras.distribution import (DeviceError, EvenBatches, check_devices,  # noqa: F401
+                                     data_parallel, undistributed)  # DeviceError: re-exported
 from unet_keras.evaluate import (score_probabilities, tune_postprocessing, write_json,
                                  write_per_image_csv)
 from unet_keras.image_io import atomic_write_text
@@ -50,76 +51,6 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or Inf; the run's last good checkpoint is kept in ``.partial``."""
 
 
-class DeviceError(ValueError):
-    """A ``devices`` count that this machine, backend or batch size cannot serve."""
-
-
-def check_devices(devices: int, batch_size: int) -> None:
-    """Refuse a data-parallel run before any work is done.
-
-    Raises:
-        DeviceError: ``devices`` < 1; ``batch_size`` not divisible by it; more than one device
-            on a backend other than JAX; fewer devices on this machine.
-    """
-    if devices < 1:
-        raise DeviceError(f"devices={devices}: expected 1 or more")
-    if devices == 1:
-        return
-    if batch_size % devices:
-        raise DeviceError(f"batch size {batch_size} cannot be split over {devices} devices; "
-                          f"expected a batch size divisible by {devices}")
-    backend = keras.backend.backend()
-    if backend != "jax":
-        raise DeviceError(f"data-parallel training (devices={devices}) needs KERAS_BACKEND=jax; "
-                          f"the backend is {backend}")
-    found = keras.distribution.list_devices()
-    if len(found) < devices:
-        raise DeviceError(f"{devices} devices requested but only {len(found)} found "
-                          f"({', '.join(found)}); expected devices <= {len(found)}")
-
-
-@contextlib.contextmanager
-def _data_parallel(devices: int):
-    """Variables created and batches fed inside are replicated / split over ``devices``."""
-    if devices == 1:
-        yield
-        return
-    distribution = keras.distribution.DataParallel(
-        devices=keras.distribution.list_devices()[:devices])
-    with distribution.scope():
-        yield
-
-
-@contextlib.contextmanager
-def _undistributed():
-    """Inputs fed whole, not split: validation batches of any size (replicated weights work)."""
-    current = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
-    try:
-        yield
-    finally:
-        keras.distribution.set_distribution(current)
-
-
-class _EvenBatches(TrainingBatches):
-    """Training batches whose sizes divide by the device count: the epoch's last, short batch
-    is cut to a multiple of it (at most ``devices - 1`` examples, a different few each epoch as
-    the order is reshuffled, sit out), since a batch is split evenly over the devices."""
-
-    def __init__(self, examples: list[dict], config: UNetConfig, seed: int, devices: int):
-        super().__init__(examples, config, seed=seed)
-        self.devices = devices
-
-    def __len__(self) -> int:
-        full, rest = divmod(len(self.examples), self.config.batch_size)
-        return full + (rest >= self.devices)
-
-    def __getitem__(self, index: int):
-        x, y = super().__getitem__(index)
-        keep = len(x) - len(x) % self.devices
-        return x[:keep], y[:keep]
-
-
 class ValidationDice(keras.callbacks.Callback):
     """Adds ``val_dice`` / ``val_iou`` (whole cell, mean over images, threshold 0.5) to the logs,
     computed on full validation images with the same numpy metrics as evaluation."""
@@ -130,7 +61,7 @@ class ValidationDice(keras.callbacks.Callback):
         self.config = config
 
     def on_epoch_end(self, epoch, logs=None):
-        with _undistributed():
+        with undistributed():
             probs = predict_probabilities(self.model, [e["image"] for e in self.examples],
                                           self.config.multiple)
         _, summary = score_probabilities(probs, self.examples, (0.5,) * self.config.out_channels)
@@ -288,7 +219,7 @@ def _check_same_data(partial: Path, splits: dict) -> None:
 
 def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool,
                 devices: int) -> dict:
-    with _data_parallel(devices):
+    with data_parallel(devices):
         model, state, saver = _fit(config, data, run, verbose, resume, devices)
     if saver.diverged is not None:
         kept = (f"the last good checkpoint (epoch {state['epochs_done']}) is kept in {run}"
@@ -338,7 +269,7 @@ def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, d
     """Build, compile and fit the model (resuming from the checkpoint if asked), under the
     current distribution; returns (model, checkpoint state, the checkpoint callback)."""
     keras.utils.set_random_seed(config.seed)
-    batches = (_EvenBatches(data.train, config, config.seed, devices) if devices > 1
+    batches = (EvenBatches(data.train, config, config.seed, devices) if devices > 1
                else TrainingBatches(data.train, config, seed=config.seed))
     model = build_unet(config)
     compile_model(model, config, len(batches))
