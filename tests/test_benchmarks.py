@@ -27,7 +27,7 @@ def test_flops_of_a_tiny_unet_by_hand():
     #   dec0_up 2x2 transposed 4->2 per input pixel: 2*4*4*2*16 = 1024
     #   dec0_conv1 (2 up + 2 skip)->2 at 8x8: 2*9*4*2*64 = 9216   dec0_conv2 2->2: 4608
     #   probability 1x1 2->1: 2*2*1*64 = 256
-    model = build_unet(UNetConfig(depth=1, base_filters=2, image_size=8))
+    model = build_unet(UNetConfig(depth=1, base_filters=2, image_size=8, out_channels=1))
     rows = {r["name"]: r["conv_flops"] for r in layer_flops(model, 8, 8)}
     assert rows["enc0_conv1"] == 6912
     assert rows["dec0_up"] == 1024
