@@ -81,3 +81,14 @@ def test_tune_command_rewrites_a_finished_run(tmp_path):
 def test_tune_refuses_a_model_that_is_not_a_run(tmp_path):
     done = run_cli("tune", "--model", str(tmp_path / "nothing"), "--synthetic")
     assert done.returncode == 1 and "nothing" in done.stderr
+
+
+def test_evaluate_with_tta_records_it(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", "--synthetic", "--epochs", "1", "--depth", "2", "--base-filters", "4",
+                   "--image-size", "32", "--out", str(run)).returncode == 0
+    done = run_cli("evaluate", "--model", str(run), "--synthetic", "--tta", "--out", str(tmp_path / "e"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["tta"] is True
+    done = run_cli("predict", str(tmp_path), "--tta", "--out", str(tmp_path / "p"))
+    assert done.returncode == 2 and "--tta needs --model" in done.stderr

@@ -105,6 +105,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--synthetic", action="store_true")
     p.add_argument("--fold", type=int, help="default: the fold in the model's config.json")
     p.add_argument("--out", help="directory for metrics.json and per_image.csv (default: beside the model)")
+    p.add_argument("--tta", action="store_true",
+                   help="average the 8 flips and 90-degree turns (8x the inference time)")
 
 
 def _add_tune(sub) -> None:
@@ -127,6 +129,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--instances", default="watershed", choices=["watershed", "components"])
     p.add_argument("--tile", type=int, default=1024,
                    help="images whose padded side exceeds this run tile by tile (default 1024)")
+    p.add_argument("--tta", action="store_true",
+                   help="with --model: average the 8 flips and 90-degree turns of images up to "
+                        "one tile (8x the inference time)")
 
 
 def _add_export(sub) -> None:
@@ -223,7 +228,8 @@ def cmd_evaluate(args) -> int:
         config.validate()
     data = load_fold(config, args.data_dir, synthetic=args.synthetic)
     model = load_model(model_path)
-    probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
+    probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple,
+                                  tta=args.tta)
     rows, summary = score_probabilities(probs, data.test, config.thresholds, config.min_cell_area)
     out = Path(args.out) if args.out else model_path.parent / f"evaluate-fold{config.fold}"
     out.mkdir(parents=True, exist_ok=True)
@@ -231,6 +237,7 @@ def cmd_evaluate(args) -> int:
 
     write_json({"data_source": data.source, "synthetic": data.synthetic, "fold": config.fold,
                 "model": str(model_path), "keras_backend": keras.backend.backend(),
+                "tta": args.tta,
                 "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
                 "test": summary}, out / "metrics.json")
     write_per_image_csv(rows, out / "per_image.csv")
@@ -255,6 +262,8 @@ def cmd_tune(args) -> int:
 def cmd_predict(args) -> int:
     from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
 
+    if args.tta and not args.model:
+        raise UsageError("--tta needs --model (the ONNX runtime does not average views)")
     inputs = collect_inputs(args.inputs)
     if not (args.model or args.onnx):
         from unet_keras.pretrained import pretrained_path
@@ -288,10 +297,10 @@ def _probability_source(args, model: tuple[Path, UNetConfig] | None):
     from unet_keras.model import load_model
 
     model_path, config = model
-    return _keras_probability_fn(load_model(model_path), config, args.tile), config
+    return _keras_probability_fn(load_model(model_path), config, args.tile, args.tta), config
 
 
-def _keras_probability_fn(model, config: UNetConfig, tile: int):
+def _keras_probability_fn(model, config: UNetConfig, tile: int, tta: bool = False):
     """Whole-image Keras inference, or, for images larger than ``tile``, the exact tiled
     inference the ONNX runtime uses (``export.tiling``), so memory stays bounded."""
     import numpy as np
@@ -303,7 +312,7 @@ def _keras_probability_fn(model, config: UNetConfig, tile: int):
     if tile <= overlap or tile % multiple:
         raise UsageError(f"--tile {tile}: expected a multiple of {multiple} (2**depth) above the "
                          f"tile overlap {overlap} of a depth-{config.depth} model")
-    whole = keras_probability_fn(model, multiple)
+    whole = keras_probability_fn(model, multiple, tta)
 
     def run(batch):
         return np.asarray(model.predict(batch, verbose=0), np.float32)

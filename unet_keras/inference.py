@@ -50,6 +50,6 @@ def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
     return out  # type: ignore[return-value]
 
 
-def keras_probability_fn(model, multiple: int) -> ProbabilityFn:
+def keras_probability_fn(model, multiple: int, tta: bool = False) -> ProbabilityFn:
     """One-image probability function over a Keras model, for ``predict``."""
-    return lambda image: predict_probabilities(model, [image], multiple)[0]
+    return lambda image: predict_probabilities(model, [image], multiple, tta=tta)[0]
