@@ -117,7 +117,7 @@ def train_twice_interrupted(workdir: str) -> int:
     workdir = Path(workdir)
     config = dict(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=3)
     data = load_fold(UNetConfig(**config), synthetic=True)
-    getitem, tune, calls = TrainingBatches.__getitem__, unet_keras.train.tune_thresholds, [0]
+    getitem, tune, calls = TrainingBatches.__getitem__, unet_keras.train.tune_postprocessing, [0]
 
     def interrupted_batch(self, index):
         calls[0] += 1
@@ -129,7 +129,7 @@ def train_twice_interrupted(workdir: str) -> int:
         raise KeyboardInterrupt
 
     for name, target, attribute, replacement in [
-            ("after_training", unet_keras.train, "tune_thresholds", interrupted_scoring),
+            ("after_training", unet_keras.train, "tune_postprocessing", interrupted_scoring),
             ("mid_epoch", TrainingBatches, "__getitem__", interrupted_batch)]:
         original = getattr(target, attribute)
         setattr(target, attribute, replacement)
@@ -141,7 +141,7 @@ def train_twice_interrupted(workdir: str) -> int:
         partial = workdir / f"{name}.partial"
         (workdir / f"{name}.json").write_text(json.dumps(read_state(partial / "checkpoint.npz")))
         train(UNetConfig.load(partial / "config.json"), data, workdir / name, verbose=0, resume=True)
-    assert (getitem, tune) == (TrainingBatches.__getitem__, unet_keras.train.tune_thresholds)
+    assert (getitem, tune) == (TrainingBatches.__getitem__, unet_keras.train.tune_postprocessing)
     return 0
 
 
