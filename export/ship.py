@@ -1,6 +1,7 @@
 """Make the shipped pretrained model from a finished training run.
 
     python -m export.ship runs/NAME [--cv runs/CV] [--out unet_keras/pretrained]
+    python -m export.ship runs/NAME --cv runs/CV --update-cv   # the card's CV figures only
 
 Writes ``wbc_unet.keras`` (the run's model, without optimizer state), ``wbc_unet.onnx`` (exported through the parity gate
 of ``export.onnx_export``) and ``wbc_unet.json``, the model card: config with tuned thresholds,
@@ -91,6 +92,18 @@ def ship(run: str | Path, out: str | Path, cv_dir: str | Path | None = None,
     return card
 
 
+def update_card_cv(out: str | Path, cv_dir: str | Path) -> dict:
+    """Put a finished ``unet-keras cv`` summary into the shipped card, leaving the model files
+    as they are (the card's fold-0 run is one of the folds)."""
+    from unet_keras.image_io import atomic_write_text
+
+    card_path = Path(out) / NAMES[2]
+    card = _read_json(card_path)
+    card["cross_validation"] = _read_json(Path(cv_dir) / "cv.json")
+    atomic_write_text(card_path, json.dumps(card, indent=1) + "\n")
+    return card
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.ship", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,8 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv", help="a `unet-keras cv` directory whose cv.json goes into the card")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "unet_keras" / "pretrained"))
     parser.add_argument("--max-mb", type=float, default=10.0)
+    parser.add_argument("--update-cv", action="store_true",
+                        help="only put --cv's summary into the card already in --out")
     args = parser.parse_args(argv)
     try:
+        if args.update_cv:
+            if not args.cv:
+                parser.error("--update-cv needs --cv")
+            update_card_cv(args.out, args.cv)
+            print(f"{Path(args.out) / NAMES[2]}: cross-validation summary from {args.cv}")
+            return 0
         card = ship(args.run, args.out, args.cv, args.max_mb)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from export.ship import NAMES, ShipError, ship
+from export.ship import NAMES, ShipError, ship, update_card_cv
 from tests.conftest import run_cli
 from tests.test_export import make_run
 from unet_keras import pretrained
@@ -41,6 +41,12 @@ def test_ship_writes_model_onnx_and_card_together(tmp_path):
     # The card stands in for config.json beside the shipped .keras file.
     model_path, loaded = resolve_run(shipped / "wbc_unet.keras")
     assert loaded == config and model_path.name == "wbc_unet.keras"
+
+    (cv / "cv.json").write_text(json.dumps({"mean": {"whole_cell_dice": 0.95}}))
+    before = {name: (shipped / name).read_bytes() for name in NAMES[:2]}
+    assert update_card_cv(shipped, cv)["cross_validation"]["mean"]["whole_cell_dice"] == 0.95
+    assert json.loads((shipped / NAMES[2]).read_text())["config"] == config.to_dict()
+    assert before == {name: (shipped / name).read_bytes() for name in NAMES[:2]}
 
     with pytest.raises(ShipError, match="MB"):
         ship(run, tmp_path / "small", max_mb=0.01)
