@@ -20,6 +20,7 @@ from skimage.measure import regionprops
 from skimage.morphology import disk, h_maxima
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 
+from unet_keras.config import MIN_CELL_AREA
 from unet_keras.image_io import atomic_output
 
 # Grey values of the dataset's mask PNGs for background, cytoplasm and nucleus.
@@ -29,9 +30,6 @@ CELL_COLUMNS = [
     "bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col",
     "eccentricity", "solidity", "nucleus_area", "cytoplasm_area", "nc_ratio",
 ]
-# Objects with fewer pixels than this are dropped by default (a white cell in Dataset 1 covers
-# ~2,000-6,000 px); each model's own value is tuned on validation data (``min_cell_area``).
-MIN_CELL_AREA = 30
 CYTOPLASM_COLOUR = (0, 200, 255)  # sky blue, apart from the pink/purple of stained smears
 NUCLEUS_COLOUR = (255, 200, 0)  # amber
 CONTOUR_COLOUR = (0, 255, 0)

@@ -181,7 +181,7 @@ def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | st
     if not data.train or not data.val:
         raise RunDirError("training needs non-empty train and validation parts")
     check_devices(devices, config.batch_size)
-    splits = {name: [e["image_id"] for e in getattr(data, name)] for name in ("train", "val", "test")}
+    splits = _split_ids(data)
     if resume:
         resumable(out)
     else:
@@ -208,6 +208,10 @@ def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | st
     return metrics
 
 
+def _split_ids(data: FoldData) -> dict[str, list]:
+    return {name: [e["image_id"] for e in getattr(data, name)] for name in ("train", "val", "test")}
+
+
 def _check_same_data(partial: Path, splits: dict) -> None:
     started = json.loads((partial / RUN_FILENAME).read_text()).get("splits")
     for name, ids in splits.items():
@@ -231,14 +235,7 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
     # The best epoch's variables, as saved in model.keras: assigned, not loaded back from the
     # file, because deserialising compiles every initializer again (tens of seconds on CPU).
     assign(model.variables, saver.best, "best", run / CHECKPOINT_FILENAME)
-    best_model = model
-    val_probs = predict_probabilities(best_model, [e["image"] for e in data.val], config.multiple)
-    val_summary = tune_postprocessing(val_probs, data.val, config)
-    config.save(run / CONFIG_FILENAME)
-    test_probs = predict_probabilities(best_model, [e["image"] for e in data.test], config.multiple)
-    test_rows, test_summary = score_probabilities(test_probs, data.test, config.thresholds,
-                                                  config.min_cell_area)
-    write_per_image_csv(test_rows, run / "test_per_image.csv")
+    val_summary, test_summary = _tune_and_score(model, config, data, run)
 
     epochs_run = state["epochs_done"]
     seconds = max(state["train_seconds"], 1e-9)
@@ -312,19 +309,25 @@ def retune(run: str | Path, data: FoldData) -> dict:
     if not (run / "model.keras").is_file() or not config_path.is_file() or not metrics_path.is_file():
         raise RunDirError(f"{run}: expected a finished run directory (model.keras, "
                           f"{CONFIG_FILENAME}, metrics.json)")
-    _check_same_data(run, {name: [e["image_id"] for e in getattr(data, name)]
-                           for name in ("train", "val", "test")})
+    _check_same_data(run, _split_ids(data))
     config = UNetConfig.load(config_path)
-    model = load_model(run / "model.keras")
-    val_probs = predict_probabilities(model, [e["image"] for e in data.val], config.multiple)
-    val_summary = tune_postprocessing(val_probs, data.val, config)
-    test_probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
-    test_rows, test_summary = score_probabilities(test_probs, data.test, config.thresholds,
-                                                  config.min_cell_area)
+    val_summary, test_summary = _tune_and_score(load_model(run / "model.keras"), config, data, run)
     metrics = json.loads(metrics_path.read_text())
     metrics.update(thresholds=list(config.thresholds), min_cell_area=config.min_cell_area,
                    val=val_summary, test=test_summary, retuned=True)
-    config.save(config_path)
-    write_per_image_csv(test_rows, run / "test_per_image.csv")
     write_json(metrics, metrics_path)
     return metrics
+
+
+def _tune_and_score(model, config: UNetConfig, data: FoldData, run: Path) -> tuple[dict, dict]:
+    """How a run ends: tune the postprocessing on ``data.val`` (into ``config``, saved as the
+    run's config.json), score ``data.test`` with it (test_per_image.csv); returns the val and
+    test summaries."""
+    val_probs = predict_probabilities(model, [e["image"] for e in data.val], config.multiple)
+    val_summary = tune_postprocessing(val_probs, data.val, config)
+    config.save(run / CONFIG_FILENAME)
+    test_probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
+    test_rows, test_summary = score_probabilities(test_probs, data.test, config.thresholds,
+                                                  config.min_cell_area)
+    write_per_image_csv(test_rows, run / "test_per_image.csv")
+    return val_summary, test_summary
