@@ -122,3 +122,23 @@ def test_synthetic_fallback_is_labelled():
     data = load_fold(UNetConfig(), synthetic=True)
     assert data.synthetic and "SYNTHETIC" in data.source
     assert len(data.train) + len(data.val) + len(data.test) == 200
+
+
+def test_two_processes_preparing_one_cache_both_load(tmp_path):
+    """TFDS prepares in a temporary folder and renames it; without the cache lock the second
+    of two processes started together fails on the rename ("... already exists")."""
+    import os
+    import subprocess
+    import sys
+
+    write_dataset(tmp_path / "data", n=6)
+    env = {**os.environ, "WBC_TFDS_DIR": str(tmp_path / "cache")}
+    script = ("import sys; from unet_keras.data.tfds_builder import load_examples; "
+              "print(len(load_examples(sys.argv[1], 'dataset1')))")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "data")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for proc, (out, err) in zip(procs, results):
+        assert proc.returncode == 0, err[-2000:]
+        assert out.strip().splitlines()[-1] == "6"

@@ -27,14 +27,16 @@ class OutputBusyError(OSError):
 
 
 @contextlib.contextmanager
-def exclusive_dir(directory: str | Path, lock_name: str, holder: str) -> Iterator[Path]:
+def exclusive_dir(directory: str | Path, lock_name: str, holder: str,
+                  wait: bool = False) -> Iterator[Path]:
     """Create ``directory`` if needed and hold its lock ``lock_name`` for the block.
 
     Args:
         lock_name: the hidden lock file's name (one per kind of writer).
         holder: what holds it, for the message a second process prints ("`unet-keras predict`").
+        wait: block until the holder lets go instead of raising ``OutputBusyError``.
     Raises:
-        OutputBusyError: another process holds the lock.
+        OutputBusyError: another process holds the lock (only when ``wait`` is false).
         OSError: the directory cannot be created or written (the message names it).
     """
     directory = Path(directory)
@@ -47,9 +49,9 @@ def exclusive_dir(directory: str | Path, lock_name: str, holder: str) -> Iterato
     try:
         try:
             if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             else:
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
         except OSError as err:
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from unet_keras.data import zheng2018
 from unet_keras.data.zheng2018 import CLASS_NAMES, DataError
+from unet_keras.dirlock import exclusive_dir
 
 CACHE_ENV = "WBC_TFDS_DIR"
 
@@ -72,11 +73,15 @@ def load_examples(data_dir: str | Path, dataset: str = "dataset1") -> list[dict]
     data_dir = Path(data_dir).resolve()
     zheng2018.scan_pairs(data_dir, dataset)  # layout errors surface before TFDS writes anything
     cache = cache_root() / f"{dataset}-{zheng2018.fingerprint(data_dir, dataset)}"
-    builder = WbcZheng2018(config=dataset, data_dir=str(cache))
     try:
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=str(data_dir))
-        )
+        # One writer per cache: TFDS builds in a temporary folder and renames it, and a second
+        # process preparing at the same moment would fail on the rename; it waits here instead,
+        # then finds the cache prepared.
+        with exclusive_dir(cache, ".prepare.lock", "dataset preparation", wait=True):
+            builder = WbcZheng2018(config=dataset, data_dir=str(cache))
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=str(data_dir))
+            )
     except DataError:
         raise
     except Exception as err:
