@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", action="store_true", help="train on the synthetic set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    config = UNetConfig(**{**SEED_RECIPE, "epochs": args.epochs})
+    # init="pytorch": TorchUNet keeps PyTorch's default initialisation, and the config says so.
+    config = UNetConfig(**{**SEED_RECIPE, "epochs": args.epochs, "init": "pytorch"})
     try:
         folds = parse_folds(args.folds, config.num_folds)
         summary = run_reference(config, args.out, folds, args.threads, args.data_dir,

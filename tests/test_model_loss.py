@@ -27,6 +27,8 @@ def test_config_rejects_bad_values(tmp_path):
         UNetConfig(out_channels=3)
     with pytest.raises(ConfigError, match="image_size=100"):
         UNetConfig(image_size=100)
+    with pytest.raises(ConfigError, match="init='glorot'"):
+        UNetConfig(init="glorot")
     (tmp_path / "config.json").write_text('{"depth": 2, "colour": "red"}')
     with pytest.raises(ConfigError, match="config.json.*unknown config keys"):
         UNetConfig.load(tmp_path / "config.json")
@@ -60,6 +62,41 @@ def test_seed_architecture_parameter_count():
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 @pytest.mark.parametrize("channels", [1, 2])
+def kernel_scales(model) -> dict[str, tuple[float, float, int]]:
+    """Layer name -> (kernel std, kernel max |w|, fan_in), fan_in as PyTorch counts it."""
+    scales = {}
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            w = np.asarray(layer.kernel)
+            # Keras: (kh, kw, in, out); transposed (kh, kw, out, in): PyTorch's fan_in is
+            # kh * kw * shape[-2] in both cases.
+            scales[layer.name] = (w.std(), np.abs(w).max(), w.shape[0] * w.shape[1] * w.shape[2])
+    return scales
+
+
+def test_pytorch_init_matches_pytorch_default_scale():
+    import torch
+
+    from benchmarks.torch_unet import TorchUNet
+
+    config = UNetConfig(depth=3, base_filters=8, init="pytorch")
+    keras.utils.set_random_seed(0)
+    scales = kernel_scales(build_unet(config))
+    assert len(scales) == 2 * 4 + 3 + 2 * 3 + 1
+    for name, (std, biggest, fan_in) in scales.items():
+        bound = 1 / math.sqrt(fan_in)
+        assert biggest <= bound * (1 + 1e-6), name
+        assert std == pytest.approx(bound / math.sqrt(3), rel=0.25), name
+    torch.manual_seed(0)
+    torch_stds = sorted(p.std().item() for n, p in TorchUNet(config).named_parameters()
+                        if p.dim() == 4)
+    assert np.allclose(sorted(s[0] for s in scales.values()), torch_stds, rtol=0.25)
+    # he_normal is sqrt(6) times larger: the graph of the models trained before the option.
+    keras.utils.set_random_seed(0)
+    old = kernel_scales(build_unet(UNetConfig(depth=3, base_filters=8, init="he_normal")))
+    assert old["enc1_conv1"][0] / scales["enc1_conv1"][0] == pytest.approx(math.sqrt(6), rel=0.2)
+
+
 def test_model_output_shape_at_odd_sizes(depth, channels):
     config = UNetConfig(depth=depth, base_filters=4, out_channels=channels, image_size=2**depth * 4)
     model = build_unet(config)

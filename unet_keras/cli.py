@@ -40,6 +40,7 @@ RECIPE_FLAGS = {
     "lr": "learning_rate", "lr_schedule": "lr_schedule", "image_size": "image_size",
     "depth": "depth", "base_filters": "base_filters", "dropout": "dropout",
     "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
+    "init": "init",
 }
 
 
@@ -66,6 +67,8 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--dropout", type=float, help=f"default {DEFAULTS.dropout}")
     p.add_argument("--out-channels", type=int, choices=[1, 2],
                    help=f"default {DEFAULTS.out_channels}")
+    p.add_argument("--init", choices=["pytorch", "he_normal"],
+                   help=f"initial kernels (pytorch: uniform +-1/sqrt(fan_in)); default {DEFAULTS.init}")
     p.add_argument("--no-augment", action="store_true", help="no augmentation at all")
     p.add_argument("--no-stain", action="store_true",
                    help="no haematoxylin-eosin-DAB stain jitter (other augmentation stays)")

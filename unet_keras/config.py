@@ -35,6 +35,7 @@ class UNetConfig:
     batch_norm: bool = True
     dropout: float = 0.1
     out_channels: int = 2  # 1: whole cell; 2: whole cell, nucleus (cytoplasm = cell - nucleus)
+    init: str = "he_normal"  # initial kernels: "he_normal" or "pytorch" (+-1/sqrt(fan_in))
     # Loss.
     bce_weight: float = 1.0
     dice_weight: float = 1.0
@@ -83,6 +84,8 @@ class UNetConfig:
             problems.append(f"fold={self.fold} (expected 0..{self.num_folds - 1})")
         if self.image_size % self.multiple:
             problems.append(f"image_size={self.image_size} (expected a multiple of {self.multiple})")
+        if self.init not in ("pytorch", "he_normal"):
+            problems.append(f"init={self.init!r} (expected 'pytorch' or 'he_normal')")
         if self.lr_schedule not in ("plateau", "cosine"):
             problems.append(f"lr_schedule={self.lr_schedule!r} (expected 'plateau' or 'cosine')")
         if len(self.thresholds) not in (1, self.out_channels):
