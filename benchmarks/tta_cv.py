@@ -6,7 +6,8 @@ For every complete ``CV_DIR/fold-k`` (written by ``unet-keras cv``): the fold's 
 are predicted once plainly and once averaged over the 8 flips and 90-degree turns
 (``unet_keras.inference.predict_probabilities(tta=True)``), both scored with the run's own tuned
 postprocessing by ``unet_keras.evaluate.score_probabilities``, and both timed (wall seconds per
-test image, after one warm-up call that compiles the model).
+test image, after one untimed pass over the same images that compiles the model for their
+batch shapes).
 
 Outputs: DIR/tta.json (per fold and mean ± sample sd of each score, plain and with TTA, the
 difference, seconds per image; machine and versions) and DIR/TTA.md. Nothing is written when a
@@ -36,7 +37,8 @@ JSON_NAME, MARKDOWN_NAME = "tta.json", "TTA.md"
 def timed_probabilities(model, images, multiple: int, tta: bool) -> tuple[list, float]:
     from unet_keras.inference import predict_probabilities
 
-    predict_probabilities(model, images[:1], multiple, tta=tta)  # compile outside the clock
+    # Once untimed: XLA compiles a program per batch shape (16 and the remainder) on first use.
+    predict_probabilities(model, images, multiple, tta=tta)
     started = time.perf_counter()
     probs = predict_probabilities(model, images, multiple, tta=tta)
     return probs, (time.perf_counter() - started) / len(images)
