@@ -1,0 +1,171 @@
+"""Side by side: several cross-validations of the same folds, each against the first.
+
+    python -m benchmarks.ablation LABEL=CV_DIR [LABEL=CV_DIR ...] --out DIR
+
+Each CV_DIR holds the ``fold-k`` runs of one recipe (``unet-keras cv``, or
+``python -m benchmarks.torch_reference``); the first is the baseline. Per variant: the recipe
+settings that differ from the baseline's, the mean ± sample sd over its complete folds
+(``unet_keras.cv.summarize``), and the paired difference from the baseline over the folds both
+have (mean ± sd of the per-fold differences: the folds' own difficulty cancels out).
+
+Outputs: DIR/ablation.json, DIR/ABLATION.md and DIR/ablation.png (per-fold scores, one line
+per variant). Bad input (a missing or empty directory, folds of mixed recipes, a label given
+twice, test folds of another split) exits 1 naming it, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from unet_keras.cv import SCORES, TIMINGS, CVError, complete_folds, summarize
+
+JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "ablation.json", "ABLATION.md", "ablation.png"
+PLOTTED = ("whole_cell_dice", "nucleus_dice", "ap50")
+# Recipe keys that say how a run was split and scored rather than how it was trained.
+SPLIT_KEYS = ("dataset", "num_folds", "split_seed", "val_fraction")
+
+
+def parse_variants(items: Sequence[str]) -> list[tuple[str, Path]]:
+    variants, seen = [], set()
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise CVError(f"{item!r}: expected LABEL=CV_DIR")
+        if label in seen:
+            raise CVError(f"label {label!r} given twice")
+        seen.add(label)
+        variants.append((label, Path(path)))
+    return variants
+
+
+def paired(base: dict, other: dict, key: str) -> dict | None:
+    """Mean and sd of ``other - base`` over the folds both scored ``key`` on."""
+    left = {row["fold"]: row[key] for row in base["folds"] if key in row}
+    right = {row["fold"]: row[key] for row in other["folds"] if key in row}
+    folds = sorted(set(left) & set(right))
+    if not folds:
+        return None
+    diffs = np.array([right[f] - left[f] for f in folds], dtype=np.float64)
+    return {"folds": folds, "mean": float(diffs.mean()),
+            "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else None}
+
+
+def build(variants: Sequence[tuple[str, Path]]) -> dict:
+    summaries = [(label, summarize(complete_folds(path)), path) for label, path in variants]
+    base_label, base, base_path = summaries[0]
+    rows = []
+    for label, summary, path in summaries:
+        split = {k: summary["recipe"][k] for k in SPLIT_KEYS}
+        if split != {k: base["recipe"][k] for k in SPLIT_KEYS}:
+            raise CVError(f"{path}: split {split} differs from {base_path}'s; the folds are not "
+                          "the same images")
+        if summary["data_source"] != base["data_source"]:
+            raise CVError(f"{path}: data {summary['data_source']!r} differs from "
+                          f"{base['data_source']!r} ({base_path})")
+        differs = {k: v for k, v in summary["recipe"].items() if base["recipe"].get(k) != v}
+        rows.append({
+            "label": label, "cv_dir": str(path), "differs_from_baseline": differs,
+            "folds": [row["fold"] for row in summary["folds"]],
+            "mean": summary["mean"], "sd": summary["sd"], "per_fold": summary["folds"],
+            "vs_baseline": {k: paired(base, summary, k) for k in SCORES} if rows else None,
+        })
+    return {"baseline": base_label, "data_source": base["data_source"],
+            "synthetic": base["synthetic"], "variants": rows}
+
+
+def _pm(mean: float | None, sd: float | None, fmt: str = "{:.4f}") -> str:
+    if mean is None:
+        return "-"
+    return fmt.format(mean) + ("" if sd is None else " ± " + fmt.format(sd))
+
+
+def _signed(diff: dict | None) -> str:
+    if diff is None:
+        return "-"
+    sd = "" if diff["sd"] is None else f" ± {diff['sd']:.4f}"
+    return f"{diff['mean']:+.4f}{sd}"
+
+
+def render_markdown(report: dict) -> str:
+    kind = "SYNTHETIC" if report["synthetic"] else "real"
+    lines = [f"# Ablation: {len(report['variants'])} cross-validations of the same folds "
+             f"({kind} data)", "", f"- Data: {report['data_source']}",
+             f"- Baseline: {report['baseline']}", ""]
+    for v in report["variants"]:
+        differs = ", ".join(f"{k} {v}" for k, v in v["differs_from_baseline"].items()) or "-"
+        lines.append(f"- {v['label']}: `{v['cv_dir']}`, folds {v['folds']}; differs in: {differs}")
+    keys = [*SCORES, "train_seconds"]
+    titles = [SCORES.get(k) or TIMINGS[k] for k in keys]
+    lines += ["", "Mean ± sd over each variant's folds:", "",
+              "| variant | folds | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(keys)]
+    for v in report["variants"]:
+        cells = [_pm(v["mean"].get(k), v["sd"].get(k), "{:.0f}" if k in TIMINGS else "{:.4f}")
+                 for k in keys]
+        lines.append(f"| {v['label']} | {len(v['folds'])} | " + " | ".join(cells) + " |")
+    lines += ["", f"Paired difference from {report['baseline']} over the folds both have "
+              "(mean ± sd of the per-fold differences):", "",
+              "| variant | folds | " + " | ".join(SCORES.values()) + " |",
+              "|---|---|" + "---|" * len(SCORES)]
+    for v in report["variants"][1:]:
+        common = next((d["folds"] for d in v["vs_baseline"].values() if d), [])
+        cells = [_signed(v["vs_baseline"][k]) for k in SCORES]
+        lines.append(f"| {v['label']} | {len(common)} | " + " | ".join(cells) + " |")
+    lines += ["", "Scores are means over each fold's test images. Numbers: ablation.json.", ""]
+    return "\n".join(lines)
+
+
+def render_plot(report: dict) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(PLOTTED), 3.8))
+    axes = fig.subplots(1, len(PLOTTED))
+    for ax, key in zip(axes, PLOTTED):
+        for n, v in enumerate(report["variants"]):
+            points = [(row["fold"], row[key]) for row in v["per_fold"] if key in row]
+            if points:
+                folds, values = zip(*points)
+                ax.plot(folds, values, marker="o", color=f"C{n % 10}", label=v["label"])
+        ax.set_title(SCORES[key])
+        ax.set_xlabel("test fold")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+", metavar="LABEL=CV_DIR",
+                        help="the baseline first, then each variant")
+    parser.add_argument("--out", required=True, help="directory for the report")
+    args = parser.parse_args(argv)
+    from unet_keras.image_io import atomic_output, atomic_write_text
+
+    try:
+        report = build(parse_variants(args.variants))
+        markdown, plot = render_markdown(report), render_plot(report)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / JSON_NAME, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / MARKDOWN_NAME, markdown)
+    with atomic_output(out / PLOT_NAME) as handle:
+        handle.write(plot)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
