@@ -40,7 +40,7 @@ RECIPE_FLAGS = {
     "lr": "learning_rate", "lr_schedule": "lr_schedule", "image_size": "image_size",
     "depth": "depth", "base_filters": "base_filters", "dropout": "dropout",
     "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
-    "init": "init",
+    "init": "init", "class_balance": "class_balance",
 }
 
 
@@ -69,6 +69,10 @@ def _add_training_options(p, fold: bool = True) -> None:
                    help=f"default {DEFAULTS.out_channels}")
     p.add_argument("--init", choices=["pytorch", "he_normal"],
                    help=f"initial kernels (pytorch: uniform +-1/sqrt(fan_in)); default {DEFAULTS.init}")
+    p.add_argument("--class-balance", type=float, metavar="A",
+                   help="draw training images with probability ~ (count of their cell type) ** -A "
+                        f"(0: each once an epoch; 0.5: rare types more often); default "
+                        f"{DEFAULTS.class_balance}")
     p.add_argument("--no-augment", action="store_true", help="no augmentation at all")
     p.add_argument("--no-stain", action="store_true",
                    help="no haematoxylin-eosin-DAB stain jitter (other augmentation stays)")

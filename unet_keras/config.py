@@ -50,6 +50,7 @@ class UNetConfig:
     augment: bool = True
     stain_augment: bool = True
     scale_range: tuple[float, float] = (0.5, 2.0)  # zoom; another scanner, another magnification
+    class_balance: float = 0.0  # draw examples with probability ~ (cell-type count) ** -this
     # Optimisation.
     epochs: int = 50
     batch_size: int = 16
@@ -84,6 +85,8 @@ class UNetConfig:
             problems.append(f"fold={self.fold} (expected 0..{self.num_folds - 1})")
         if self.image_size % self.multiple:
             problems.append(f"image_size={self.image_size} (expected a multiple of {self.multiple})")
+        if not 0.0 <= self.class_balance <= 1.0:
+            problems.append(f"class_balance={self.class_balance} (expected 0..1)")
         if self.init not in ("pytorch", "he_normal"):
             problems.append(f"init={self.init!r} (expected 'pytorch' or 'he_normal')")
         if self.lr_schedule not in ("plateau", "cosine"):

@@ -1,0 +1,65 @@
+"""Training batches: the class-balanced drawing (frequencies worked out by hand) and its
+saved state, which a resumed run restores."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from unet_keras.config import ConfigError, UNetConfig
+from unet_keras.data.pipeline import TrainingBatches, class_weights
+
+# Dataset 1's cell types over its 300 images (neutrophil .. basophil).
+COUNTS = {1: 176, 2: 53, 3: 48, 4: 22, 5: 1}
+
+
+def examples():
+    rng = np.random.default_rng(0)
+    return [{"image": rng.integers(0, 255, (24, 24, 3), dtype=np.uint8),
+             "mask": np.zeros((24, 24), np.uint8), "label": label}
+            for label, n in COUNTS.items() for _ in range(n)]
+
+
+def test_plain_shuffle_visits_each_example_once():
+    batches = TrainingBatches(examples(), UNetConfig(image_size=16, depth=2))
+    assert class_weights(batches.examples, 0.0) is None
+    assert sorted(batches.order.tolist()) == list(range(300))
+
+
+def test_balanced_draw_frequencies():
+    ex = examples()
+    weights = class_weights(ex, 0.5)
+    # Per class: n * n ** -0.5 = sqrt(n), the basophil counted as 10 (10 ** -0.5 for 1 image).
+    share = {label: float(sum(w for w, e in zip(weights, ex) if e["label"] == label))
+             for label in COUNTS}
+    total = sum(np.sqrt(n) for n in (176, 53, 48, 22)) + 10 ** -0.5
+    for label, n in COUNTS.items():
+        expected = (np.sqrt(n) if n >= 10 else n * 10 ** -0.5) / total
+        assert share[label] == pytest.approx(expected)
+    batches = TrainingBatches(ex, UNetConfig(image_size=16, depth=2, class_balance=0.5), seed=3)
+    seen = Counter()
+    for _ in range(300):
+        assert len(batches.order) == 300
+        seen.update(ex[i]["label"] for i in batches.order)
+        batches.on_epoch_end()
+    assert seen[4] / 300 == pytest.approx(300 * share[4], rel=0.05)  # eosinophils: ~41 an epoch
+    assert seen[1] / 300 == pytest.approx(300 * share[1], rel=0.05)
+
+
+def test_balanced_state_round_trip_and_refusal():
+    config = UNetConfig(image_size=16, depth=2, class_balance=0.5)
+    first = TrainingBatches(examples(), config, seed=1)
+    first.on_epoch_end()
+    state = first.get_state()
+    second = TrainingBatches(examples(), config, seed=99)
+    second.set_state(state)
+    assert second.order.tolist() == first.order.tolist()
+    first.on_epoch_end(), second.on_epoch_end()
+    assert second.order.tolist() == first.order.tolist()
+    with pytest.raises(ValueError, match="saved batch order covers 299"):
+        second.set_state({**state, "order": state["order"][:-1]})
+
+
+def test_class_balance_outside_0_1_is_refused():
+    with pytest.raises(ConfigError, match="class_balance=1.5"):
+        UNetConfig(class_balance=1.5)
