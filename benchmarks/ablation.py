@@ -8,6 +8,10 @@ settings that differ from the baseline's, the mean ± sample sd over its complet
 (``unet_keras.cv.summarize``), and the paired difference from the baseline over the folds both
 have (mean ± sd of the per-fold differences: the folds' own difficulty cancels out).
 
+When the data's class-label file is found (``--data-dir``, default the usual search), a second
+table breaks whole-cell and nucleus Dice down by cell type, over the test folds every variant
+has (``test_per_image.csv`` of each fold run), so that all variants are scored on the same images.
+
 Outputs: DIR/ablation.json, DIR/ABLATION.md and DIR/ablation.png (per-fold scores, one line
 per variant). Bad input (a missing or empty directory, folds of mixed recipes, a label given
 twice, test folds of another split) exits 1 naming it, before anything is written.
@@ -16,6 +20,7 @@ twice, test folds of another split) exits 1 naming it, before anything is writte
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import sys
@@ -57,6 +62,35 @@ def paired(base: dict, other: dict, key: str) -> dict | None:
             "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else None}
 
 
+def by_cell_type(report: dict, labels: dict[str, int]) -> dict:
+    """Mean whole-cell and nucleus Dice per cell type over the folds all variants share."""
+    from unet_keras.data.zheng2018 import CLASS_NAMES
+
+    common = sorted(set.intersection(*(set(v["folds"]) for v in report["variants"])))
+    table = {"folds": common, "variants": {}}
+    for v in report["variants"]:
+        scores: dict[str, dict[str, list[float]]] = {}
+        for row in v["per_fold"]:
+            if row["fold"] not in common:
+                continue
+            path = Path(row["run"]) / "test_per_image.csv"
+            try:
+                with path.open(newline="") as handle:
+                    images = list(csv.DictReader(handle))
+            except OSError as err:
+                raise CVError(f"{path}: cannot read the per-image scores ({err})") from err
+            for image in images:
+                name = CLASS_NAMES[labels.get(image["image_id"], len(CLASS_NAMES) - 1)]
+                for key in ("whole_cell_dice", "nucleus_dice"):
+                    if image.get(key):
+                        scores.setdefault(name, {}).setdefault(key, []).append(float(image[key]))
+        table["variants"][v["label"]] = {
+            name: {"n_images": len(found["whole_cell_dice"]),
+                   **{k: float(np.mean(values)) for k, values in found.items()}}
+            for name, found in scores.items()}
+    return table
+
+
 def build(variants: Sequence[tuple[str, Path]]) -> dict:
     summaries = [(label, summarize(complete_folds(path)), path) for label, path in variants]
     base_label, base, base_path = summaries[0]
@@ -93,6 +127,13 @@ def _signed(diff: dict | None) -> str:
     return f"{diff['mean']:+.4f}{sd}"
 
 
+def _type_cell(scores: dict | None) -> str:
+    if scores is None:
+        return "-"
+    nucleus = scores.get("nucleus_dice")
+    return f"{scores['whole_cell_dice']:.3f} / " + ("-" if nucleus is None else f"{nucleus:.3f}")
+
+
 def render_markdown(report: dict) -> str:
     kind = "SYNTHETIC" if report["synthetic"] else "real"
     lines = [f"# Ablation: {len(report['variants'])} cross-validations of the same folds "
@@ -117,6 +158,20 @@ def render_markdown(report: dict) -> str:
         common = next((d["folds"] for d in v["vs_baseline"].values() if d), [])
         cells = [_signed(v["vs_baseline"][k]) for k in SCORES]
         lines.append(f"| {v['label']} | {len(common)} | " + " | ".join(cells) + " |")
+    types = report.get("by_cell_type")
+    if types and types["folds"]:
+        names = sorted({n for found in types["variants"].values() for n in found},
+                       key=lambda n: -max(f.get(n, {}).get("n_images", 0)
+                                          for f in types["variants"].values()))
+        lines += ["", f"By cell type, test folds {types['folds']} (the folds every variant has): "
+                  "whole-cell Dice / nucleus Dice, mean over the type's test images:", "",
+                  "| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for label, found in types["variants"].items():
+            cells = [_type_cell(found.get(n)) for n in names]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        counts = next(iter(types["variants"].values()))
+        lines += ["", "Images per type: " + ", ".join(
+            f"{n} {counts[n]['n_images']}" for n in names if n in counts) + "."]
     lines += ["", "Scores are means over each fold's test images. Numbers: ablation.json.", ""]
     return "\n".join(lines)
 
@@ -148,11 +203,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("variants", nargs="+", metavar="LABEL=CV_DIR",
                         help="the baseline first, then each variant")
     parser.add_argument("--out", required=True, help="directory for the report")
+    parser.add_argument("--data-dir", default=None,
+                        help="where the class-label CSV is (default: $WBC_DATA_DIR, ../shared/...)")
     args = parser.parse_args(argv)
+    from unet_keras.data.zheng2018 import default_data_dir, read_class_labels
     from unet_keras.image_io import atomic_output, atomic_write_text
 
     try:
         report = build(parse_variants(args.variants))
+        data_dir = args.data_dir or default_data_dir()
+        labels = {} if report["synthetic"] or data_dir is None else read_class_labels(data_dir)
+        if labels:
+            report["by_cell_type"] = by_cell_type(report, labels)
         markdown, plot = render_markdown(report), render_plot(report)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -61,3 +61,33 @@ def test_folds_of_another_split_are_refused(two_cvs, capsys):
     assert main([f"base={two_cvs / 'base'}", f"r={two_cvs / 'resplit'}",
                  "--out", str(two_cvs / "report")]) == 1
     assert "split" in capsys.readouterr().err
+
+
+def test_by_cell_type_over_the_common_folds(two_cvs, capsys):
+    """Fold 2 exists in the baseline only, so the by-type table covers folds 0 and 1."""
+    for name in ("base", "other"):
+        for run in (two_cvs / name).glob("fold-*"):
+            metrics = json.loads((run / "metrics.json").read_text())
+            (run / "metrics.json").write_text(json.dumps({**metrics, "synthetic": False}))
+            fold = int(run.name.split("-")[1])
+            nucleus = name == "base"
+            lines = ["image_id,whole_cell_dice" + (",nucleus_dice" if nucleus else "")]
+            for image, dice in ((f"{fold}01", 0.9), (f"{fold}02", 0.7)):
+                lines.append(f"{image},{dice}" + (",0.5" if nucleus else ""))
+            (run / "test_per_image.csv").write_text("\n".join(lines) + "\n")
+    data = two_cvs / "data"
+    data.mkdir()
+    # Image x01 is a neutrophil (class 1), x02 an eosinophil (class 4), in every fold.
+    rows = [f"{f}01,1\n{f}02,4" for f in range(3)]
+    (data / "Class Labels of Dataset 1.csv").write_text("image ID,class label\n" + "\n".join(rows) + "\n")
+    out = two_cvs / "report"
+    assert main([f"base={two_cvs / 'base'}", f"other={two_cvs / 'other'}", "--out", str(out),
+                 "--data-dir", str(data)]) == 0
+    types = json.loads((out / JSON_NAME).read_text())["by_cell_type"]
+    assert types["folds"] == [0, 1]
+    assert types["variants"]["base"]["eosinophil"] == {"n_images": 2, "whole_cell_dice": 0.7,
+                                                       "nucleus_dice": 0.5}
+    assert types["variants"]["other"]["neutrophil"] == {"n_images": 2, "whole_cell_dice": 0.9}
+    markdown = (out / MARKDOWN_NAME).read_text()
+    assert "| base | 0.900 / 0.500 | 0.700 / 0.500 |" in markdown
+    assert "| other | 0.900 / - | 0.700 / - |" in markdown
