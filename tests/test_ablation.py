@@ -21,25 +21,25 @@ def two_cvs(tmp_path):
     for fold, scores in BASE.items():
         make_fold(tmp_path / "base", fold, scores, nucleus=(0.8, 0.7), out_channels=2)
     for fold, scores in OTHER.items():
-        make_fold(tmp_path / "other", fold, scores, out_channels=1, stain_augment=False)
+        make_fold(tmp_path / "other", fold, scores, out_channels=1, stain_augment=True)
     return tmp_path
 
 
 def test_means_and_paired_differences(two_cvs, capsys):
     out = two_cvs / "report"
-    assert main([f"base={two_cvs / 'base'}", f"no stain={two_cvs / 'other'}",
+    assert main([f"base={two_cvs / 'base'}", f"stain={two_cvs / 'other'}",
                  "--out", str(out)]) == 0
     report = json.loads((out / JSON_NAME).read_text())
     base, other = report["variants"]
     assert base["mean"]["whole_cell_dice"] == pytest.approx(0.8)
     assert other["folds"] == [0, 1]
-    assert other["differs_from_baseline"] == {"out_channels": 1, "stain_augment": False}
+    assert other["differs_from_baseline"] == {"out_channels": 1, "stain_augment": True}
     diff = other["vs_baseline"]["whole_cell_dice"]
     assert diff["folds"] == [0, 1]
     assert diff["mean"] == pytest.approx(0.04) and diff["sd"] == pytest.approx(0.0008 ** 0.5)
     assert other["vs_baseline"]["nucleus_dice"] is None  # one-output variant: no nucleus
     markdown = (out / MARKDOWN_NAME).read_text()
-    assert "| no stain | 2 | +0.0400 ± 0.0283 |" in markdown
+    assert "| stain | 2 | +0.0400 ± 0.0283 |" in markdown
     assert (out / PLOT_NAME).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -86,3 +86,11 @@ def test_train_on_bad_data_dir_leaves_nothing(tmp_path):
 def test_missing_model_is_a_clear_error(tmp_path):
     done = run_cli("predict", str(tmp_path), "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert done.returncode == 1 and "error" in done.stderr
+
+
+@pytest.mark.parametrize("flags, stain", [([], False), (["--stain"], True), (["--no-stain"], False)])
+def test_stain_flag_sets_the_recipe(flags, stain):
+    from unet_keras.cli import _recipe_config, build_parser
+
+    args = build_parser().parse_args(["train", "--out", "x", *flags])
+    assert _recipe_config(args).stain_augment is stain

@@ -60,8 +60,6 @@ def test_seed_architecture_parameter_count():
     assert build_unet(UNetConfig(depth=3, base_filters=8)).count_params() == unet_parameters(8, 3, 2)
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4])
-@pytest.mark.parametrize("channels", [1, 2])
 def kernel_scales(model) -> dict[str, tuple[float, float, int]]:
     """Layer name -> (kernel std, kernel max |w|, fan_in), fan_in as PyTorch counts it."""
     scales = {}
@@ -97,6 +95,8 @@ def test_pytorch_init_matches_pytorch_default_scale():
     assert old["enc1_conv1"][0] / scales["enc1_conv1"][0] == pytest.approx(math.sqrt(6), rel=0.2)
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("channels", [1, 2])
 def test_model_output_shape_at_odd_sizes(depth, channels):
     config = UNetConfig(depth=depth, base_filters=4, out_channels=channels, image_size=2**depth * 4)
     model = build_unet(config)

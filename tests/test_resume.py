@@ -221,7 +221,7 @@ def _fake_partial(root, splits=None):
 @pytest.mark.parametrize("case, code, message", [
     ("nothing_there", 1, "no interrupted run to resume"),
     ("complete", 1, "this run is complete; nothing to resume"),
-    ("recipe_flags", 2, "--resume continues the recipe saved in the run's config.json; drop --epochs"),
+    ("recipe_flags", 2, "--resume continues the recipe saved in the run's config.json; drop --epochs --stain"),
     ("corrupt_checkpoint", 1, "checkpoint.npz: unreadable checkpoint"),
     ("partial_in_the_way", 1, "holds an interrupted run; continue it with `unet-keras train --resume"),
     ("other_data", 1, "the train images differ from those the run started with"),
@@ -234,7 +234,7 @@ def test_runs_that_cannot_be_resumed(tmp_path, capsys, case, code, message):
         out.mkdir()
     elif case == "recipe_flags":
         _fake_partial(tmp_path)
-        args += ["--epochs", "9"]
+        args += ["--epochs", "9", "--stain"]
     elif case == "corrupt_checkpoint":
         (_fake_partial(tmp_path) / "checkpoint.npz").write_bytes(b"PK\x03\x04 not a zip")
     elif case == "partial_in_the_way":

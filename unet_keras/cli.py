@@ -74,8 +74,9 @@ def _add_training_options(p, fold: bool = True) -> None:
                         f"(0: each once an epoch; 0.5: rare types more often); default "
                         f"{DEFAULTS.class_balance}")
     p.add_argument("--no-augment", action="store_true", help="no augmentation at all")
-    p.add_argument("--no-stain", action="store_true",
-                   help="no haematoxylin-eosin-DAB stain jitter (other augmentation stays)")
+    p.add_argument("--stain", action=argparse.BooleanOptionalAction, default=None,
+                   help="haematoxylin-eosin-DAB stain jitter on top of the colour jitter "
+                        f"(--no-stain: without); default {'on' if DEFAULTS.stain_augment else 'off'}")
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help=f"zoom range of the augmentation (1 1: none); default "
                         f"{DEFAULTS.scale_range[0]} {DEFAULTS.scale_range[1]}")
@@ -160,7 +161,9 @@ def _recipe_config(args) -> UNetConfig:
     """The UNetConfig of the recipe flags given (defaults for the others)."""
     recipe = {field: getattr(args, dest) for dest, field in RECIPE_FLAGS.items()
               if getattr(args, dest, None) is not None}
-    return UNetConfig(**recipe, augment=not args.no_augment, stain_augment=not args.no_stain)
+    if args.stain is not None:
+        recipe["stain_augment"] = args.stain
+    return UNetConfig(**recipe, augment=not args.no_augment)
 
 
 def cmd_train(args) -> int:
@@ -171,8 +174,8 @@ def cmd_train(args) -> int:
     if args.resume:
         given = [f"--{dest.replace('_', '-')}" for dest in RECIPE_FLAGS
                  if getattr(args, dest) is not None]
-        given += [flag for flag in ("--no-augment", "--no-stain")
-                  if getattr(args, flag[2:].replace("-", "_"))]
+        given += ["--no-augment"] * args.no_augment
+        given += [] if args.stain is None else ["--stain" if args.stain else "--no-stain"]
         if given:
             raise UsageError(f"--resume continues the recipe saved in the run's config.json; "
                              f"drop {' '.join(given)}")
@@ -367,7 +370,7 @@ COMMANDS = {"train": cmd_train, "cv": cmd_cv, "evaluate": cmd_evaluate, "tune": 
             "predict": cmd_predict, "export": cmd_export}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unet-keras", description=__doc__.splitlines()[0],
                                      epilog="Exit codes: 0 ok, 1 bad input or failed run, 2 usage, "
                                             "3 some predict inputs refused, 4 training diverged "
@@ -376,7 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_cv, _add_evaluate, _add_tune, _add_predict, _add_export):
         add(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     prefix = f"unet-keras {args.command}: error:"
