@@ -114,7 +114,8 @@ def build(variants: Sequence[tuple[str, Path]]) -> dict:
             "synthetic": base["synthetic"], "variants": rows}
 
 
-def _pm(mean: float | None, sd: float | None, fmt: str = "{:.4f}") -> str:
+def format_mean_sd(mean: float | None, sd: float | None, fmt: str = "{:.4f}") -> str:
+    """"0.9768 ± 0.0015"; the mean alone when there is no sd (one fold), "-" without a mean."""
     if mean is None:
         return "-"
     return fmt.format(mean) + ("" if sd is None else " ± " + fmt.format(sd))
@@ -147,7 +148,7 @@ def render_markdown(report: dict) -> str:
     lines += ["", "Mean ± sd over each variant's folds:", "",
               "| variant | folds | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(keys)]
     for v in report["variants"]:
-        cells = [_pm(v["mean"].get(k), v["sd"].get(k), "{:.0f}" if k in TIMINGS else "{:.4f}")
+        cells = [format_mean_sd(v["mean"].get(k), v["sd"].get(k), "{:.0f}" if k in TIMINGS else "{:.4f}")
                  for k in keys]
         lines.append(f"| {v['label']} | {len(v['folds'])} | " + " | ".join(cells) + " |")
     lines += ["", f"Paired difference from {report['baseline']} over the folds both have "
@@ -160,9 +161,10 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {v['label']} | {len(common)} | " + " | ".join(cells) + " |")
     types = report.get("by_cell_type")
     if types and types["folds"]:
-        names = sorted({n for found in types["variants"].values() for n in found},
-                       key=lambda n: -max(f.get(n, {}).get("n_images", 0)
-                                          for f in types["variants"].values()))
+        from unet_keras.data.zheng2018 import CLASS_NAMES
+
+        # The dataset's own order of cell types (a set's order would change between runs).
+        names = [n for n in CLASS_NAMES if any(n in f for f in types["variants"].values())]
         lines += ["", f"By cell type, test folds {types['folds']} (the folds every variant has): "
                   "whole-cell Dice / nucleus Dice, mean over the type's test images:", "",
                   "| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
