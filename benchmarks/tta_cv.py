@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.ablation import format_mean_sd  # noqa: E402
 from unet_keras.cv import SCORES, CVError, complete_folds, read_fold  # noqa: E402
 
 JSON_NAME, MARKDOWN_NAME = "tta.json", "TTA.md"
@@ -79,9 +80,8 @@ def summarize(rows: Sequence[dict]) -> dict:
     return out
 
 
-def _pm(summary: dict, key: str, digits: int) -> str:
-    mean, sd = summary["mean"][key], summary["sd"][key]
-    return f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
+def _pm(summary: dict, key: str) -> str:
+    return format_mean_sd(summary["mean"][key], summary["sd"][key])
 
 
 def render_markdown(summary: dict, cv_dir: str) -> str:
@@ -98,9 +98,8 @@ def render_markdown(summary: dict, cv_dir: str) -> str:
         lines.append(f"| {row['fold']} | " + " | ".join(cells) + " |")
     lines += ["", "| mean ± sd | plain | TTA | TTA - plain |", "|---|---|---|---|"]
     for key, title in zip(keys, titles):
-        digits = 4
-        lines.append(f"| {title} | {_pm(summary, 'plain_' + key, digits)} | "
-                     f"{_pm(summary, 'tta_' + key, digits)} | {_pm(summary, 'gain_' + key, digits)} |")
+        lines.append(f"| {title} | {_pm(summary, 'plain_' + key)} | {_pm(summary, 'tta_' + key)} "
+                     f"| {_pm(summary, 'gain_' + key)} |")
     lines += ["", "Scores are means over each fold's test images; ± is the sample sd over folds. "
               f"Seconds per image on {summary['machine']['cpu_count']} CPUs "
               f"({summary['machine']['platform']}). Numbers: {JSON_NAME}.", ""]
