@@ -40,21 +40,21 @@ class TorchUNet(nn.Module):
 
     def __init__(self, config: UNetConfig):
         super().__init__()
-        f, bn = config.base_filters, config.batch_norm
+        f, bn = config.filters, config.batch_norm
         self.depth = config.depth
         self.encoders = nn.ModuleList(
-            ConvBlock(3 if level == 0 else f * 2 ** (level - 1), f * 2**level, bn)
+            ConvBlock(3 if level == 0 else f(level - 1), f(level), bn)
             for level in range(config.depth))
         self.pool = nn.MaxPool2d(2)
         self.dropout = nn.Dropout(config.dropout)
-        self.bottleneck = ConvBlock(f * 2 ** (config.depth - 1), f * 2**config.depth, bn)
+        self.bottleneck = ConvBlock(f(config.depth - 1), f(config.depth), bn)
         # Index i holds decoder level i (as Keras names dec{i}), run from the deepest up.
         self.ups = nn.ModuleList(
-            nn.ConvTranspose2d(f * 2 ** (level + 1), f * 2**level, 2, stride=2)
+            nn.ConvTranspose2d(f(level + 1), f(level), 2, stride=2)
             for level in range(config.depth))
         self.decoders = nn.ModuleList(
-            ConvBlock(f * 2 ** (level + 1), f * 2**level, bn) for level in range(config.depth))
-        self.head = nn.Conv2d(f, config.out_channels, 1)
+            ConvBlock(f(level) * 2, f(level), bn) for level in range(config.depth))
+        self.head = nn.Conv2d(f(0), config.out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

@@ -62,6 +62,7 @@ def _random_statistics(model, seed=1):
 @pytest.mark.parametrize("config", [
     UNetConfig(depth=2, base_filters=4, image_size=32),
     UNetConfig(depth=3, base_filters=4, out_channels=2, batch_norm=False, image_size=32),
+    UNetConfig(depth=3, base_filters=4, max_filters=12, image_size=32),
 ])
 def test_torch_reference_equals_keras(config, tmp_path):
     pytest.importorskip("torch")

@@ -29,24 +29,30 @@ def test_config_rejects_bad_values(tmp_path):
         UNetConfig(image_size=100)
     with pytest.raises(ConfigError, match="init='glorot'"):
         UNetConfig(init="glorot")
+    with pytest.raises(ConfigError, match="max_filters=8 .*base_filters 12"):
+        UNetConfig(max_filters=8)
     (tmp_path / "config.json").write_text('{"depth": 2, "colour": "red"}')
     with pytest.raises(ConfigError, match="config.json.*unknown config keys"):
         UNetConfig.load(tmp_path / "config.json")
 
 
-def unet_parameters(base: int, depth: int, outputs: int) -> int:
+def unet_parameters(base: int, depth: int, outputs: int, cap: int | None = None) -> int:
     """Parameters of the U-Net worked out from its description: per level two 3x3 convs without
     bias, each with batch norm (4 per channel); a 2x2 transposed conv with bias going up; the
-    decoder's first conv reads the concatenation (twice the channels); a 1x1 sigmoid head."""
+    decoder's first conv reads the concatenation (twice the channels); a 1x1 sigmoid head.
+    ``cap``: no level has more filters than this."""
     def block(cin, c):
         return 9 * cin * c + 4 * c + 9 * c * c + 4 * c
 
+    def width(level):
+        return min(base * 2**level, cap or base * 2**level)
+
     total, cin = 0, 3
     for level in range(depth + 1):  # encoder levels, then the bottleneck
-        c = base * 2**level
+        c = width(level)
         total, cin = total + block(cin, c), c
     for level in reversed(range(depth)):
-        c = base * 2**level
+        c = width(level)
         total, cin = total + 4 * cin * c + c + block(2 * c, c), c
     return total + cin * outputs + outputs
 
@@ -58,6 +64,15 @@ def test_seed_architecture_parameter_count():
     # The default: 12 base filters and two outputs.
     assert build_unet(UNetConfig()).count_params() == unet_parameters(12, 4, 2) == 1_095_602
     assert build_unet(UNetConfig(depth=3, base_filters=8)).count_params() == unet_parameters(8, 3, 2)
+
+
+def test_max_filters_caps_the_deep_levels():
+    config = UNetConfig(base_filters=16, max_filters=112)
+    assert [config.filters(level) for level in range(5)] == [16, 32, 64, 112, 112]
+    assert UNetConfig(base_filters=16).filters(4) == 256  # 0: no cap
+    capped = build_unet(config).count_params()
+    assert capped == unet_parameters(16, 4, 2, cap=112) == 1_052_722
+    assert capped < unet_parameters(16, 4, 2)  # the cap is where the parameters go
 
 
 def kernel_scales(model) -> dict[str, tuple[float, float, int]]:

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import unet_keras  # noqa: F401  (sets the default KERAS_BACKEND before keras is imported)
-from unet_keras.config import ConfigError, UNetConfig, resolve_run
+from unet_keras.config import INITS, LR_SCHEDULES, ConfigError, UNetConfig, resolve_run
 from unet_keras.dirlock import OutputBusyError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
@@ -38,7 +38,8 @@ DEFAULTS = UNetConfig()
 RECIPE_FLAGS = {
     "dataset": "dataset", "fold": "fold", "epochs": "epochs", "batch_size": "batch_size",
     "lr": "learning_rate", "lr_schedule": "lr_schedule", "image_size": "image_size",
-    "depth": "depth", "base_filters": "base_filters", "dropout": "dropout",
+    "depth": "depth", "base_filters": "base_filters", "max_filters": "max_filters",
+    "dropout": "dropout",
     "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
     "init": "init", "class_balance": "class_balance",
 }
@@ -59,15 +60,18 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs}")
     p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS.batch_size}")
     p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")
-    p.add_argument("--lr-schedule", choices=["plateau", "cosine"],
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help=f"default {DEFAULTS.lr_schedule}")
     p.add_argument("--image-size", type=int, help=f"default {DEFAULTS.image_size}")
     p.add_argument("--depth", type=int, help=f"default {DEFAULTS.depth}")
     p.add_argument("--base-filters", type=int, help=f"default {DEFAULTS.base_filters}")
+    p.add_argument("--max-filters", type=int,
+                   help="cap on any level's filters (0: none; a cap shrinks the deep levels, "
+                        f"which hold most parameters); default {DEFAULTS.max_filters}")
     p.add_argument("--dropout", type=float, help=f"default {DEFAULTS.dropout}")
     p.add_argument("--out-channels", type=int, choices=[1, 2],
                    help=f"default {DEFAULTS.out_channels}")
-    p.add_argument("--init", choices=["pytorch", "he_normal"],
+    p.add_argument("--init", choices=INITS,
                    help=f"initial kernels (pytorch: uniform +-1/sqrt(fan_in)); default {DEFAULTS.init}")
     p.add_argument("--class-balance", type=float, metavar="A",
                    help="draw training images with probability ~ (count of their cell type) ** -A "

@@ -11,6 +11,8 @@ CONFIG_FILENAME = "config.json"
 # Objects with fewer pixels are dropped unless a model's own tuned ``min_cell_area`` says
 # otherwise (a white cell in Dataset 1 covers ~1,700-7,200 px).
 MIN_CELL_AREA = 30
+INITS = ("he_normal", "pytorch")  # initial kernels; see unet_keras.model.kernel_initializer
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 class ConfigError(ValueError):
@@ -34,6 +36,7 @@ class UNetConfig:
     # Model shape.
     depth: int = 4
     base_filters: int = 12
+    max_filters: int = 0  # cap on any level's filters (0: none; base * 2**level uncapped)
     batch_norm: bool = True
     dropout: float = 0.1
     out_channels: int = 2  # 1: whole cell; 2: whole cell, nucleus (cytoplasm = cell - nucleus)
@@ -79,6 +82,9 @@ class UNetConfig:
             problems.append(f"depth={self.depth} (expected 1..7)")
         if self.base_filters < 1:
             problems.append(f"base_filters={self.base_filters} (expected >= 1)")
+        if self.max_filters and self.max_filters < self.base_filters:
+            problems.append(f"max_filters={self.max_filters} (expected 0 or >= base_filters "
+                            f"{self.base_filters})")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} (expected 0 <= dropout < 1)")
         if self.out_channels not in (1, 2):
@@ -89,10 +95,11 @@ class UNetConfig:
             problems.append(f"image_size={self.image_size} (expected a multiple of {self.multiple})")
         if not 0.0 <= self.class_balance <= 1.0:
             problems.append(f"class_balance={self.class_balance} (expected 0..1)")
-        if self.init not in ("pytorch", "he_normal"):
-            problems.append(f"init={self.init!r} (expected 'pytorch' or 'he_normal')")
-        if self.lr_schedule not in ("plateau", "cosine"):
-            problems.append(f"lr_schedule={self.lr_schedule!r} (expected 'plateau' or 'cosine')")
+        if self.init not in INITS:
+            problems.append(f"init={self.init!r} (expected one of {', '.join(INITS)})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule={self.lr_schedule!r} (expected one of "
+                            f"{', '.join(LR_SCHEDULES)})")
         if len(self.thresholds) not in (1, self.out_channels):
             problems.append(f"thresholds={self.thresholds} (expected 1 or {self.out_channels} values)")
         if self.min_cell_area < 0:
@@ -101,6 +108,11 @@ class UNetConfig:
             problems.append("epochs, batch_size and learning_rate must be positive")
         if problems:
             raise ConfigError("invalid config: " + "; ".join(problems))
+
+    def filters(self, level: int) -> int:
+        """Filters of encoder/decoder level ``level`` (``depth``: the bottleneck)."""
+        filters = self.base_filters * 2**level
+        return min(filters, self.max_filters) if self.max_filters else filters
 
     def channel_thresholds(self) -> tuple[float, ...]:
         """One probability threshold per output channel."""

@@ -57,16 +57,16 @@ def build_unet(config: UNetConfig) -> keras.Model:
     x = inputs
     skips = []
     for level in range(config.depth):
-        x = conv_block(x, config.base_filters * 2**level, config, name=f"enc{level}")
+        x = conv_block(x, config.filters(level), config, name=f"enc{level}")
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
         if config.dropout:
             x = layers.Dropout(config.dropout, name=f"enc{level}_drop")(x)
-    x = conv_block(x, config.base_filters * 2**config.depth, config, name="bottleneck")
+    x = conv_block(x, config.filters(config.depth), config, name="bottleneck")
     if config.dropout:
         x = layers.Dropout(config.dropout, name="bottleneck_drop")(x)
     for level in reversed(range(config.depth)):
-        filters = config.base_filters * 2**level
+        filters = config.filters(level)
         x = layers.Conv2DTranspose(
             filters, 2, strides=2, padding="same",
             kernel_initializer=kernel_initializer(config, "glorot_uniform"), name=f"dec{level}_up",
