@@ -1,6 +1,11 @@
 """The PyTorch reference column: ``TorchUNet`` trained with the seed's recipe on the project's folds.
 
     python -m benchmarks.torch_reference --folds 0,1,2,3,4 --out DIR [--epochs 50] [--threads 2]
+        [--recipe seed|default]
+
+``--recipe seed`` (the default) trains ``SEED_RECIPE``, the column the project is compared
+against; ``--recipe default`` trains the package's default recipe (``UNetConfig()``), so that
+PyTorch and Keras can be compared on the very same recipe.
 
 Per fold k, into ``DIR/fold-k`` (written as ``fold-k.partial`` and renamed when complete; a fold
 whose ``metrics.json`` exists is skipped, an interrupted one is trained again from the start):
@@ -53,6 +58,7 @@ from unet_keras.train import machine, partial_dir, versions
 log = logging.getLogger("benchmarks.torch_reference")
 
 WEIGHTS_FILENAME = "model.pt"
+RECIPES = {"seed": SEED_RECIPE, "default": {}}  # UNetConfig fields over its defaults
 # unet_keras.train's ReduceLROnPlateau; MIN_DELTA is Keras' default min_delta.
 PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR, MIN_DELTA = 0.5, 5, 1e-5, 1e-4
 
@@ -240,13 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", default=None, help="comma-separated test folds (default: all)")
     parser.add_argument("--epochs", type=int, default=UNetConfig.epochs)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="seed",
+                        help="seed: the seed's recipe (SEED_RECIPE); default: UNetConfig()'s")
     parser.add_argument("--data-dir", default=None,
                         help="Zheng et al. 2018 data (default: $WBC_DATA_DIR or ../shared/...)")
     parser.add_argument("--synthetic", action="store_true", help="train on the synthetic set")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     # init="pytorch": TorchUNet keeps PyTorch's default initialisation, and the config says so.
-    config = UNetConfig(**{**SEED_RECIPE, "epochs": args.epochs, "init": "pytorch"})
+    config = UNetConfig(**{**RECIPES[args.recipe], "epochs": args.epochs, "init": "pytorch"})
     try:
         folds = parse_folds(args.folds, config.num_folds)
         summary = run_reference(config, args.out, folds, args.threads, args.data_dir,

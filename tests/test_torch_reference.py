@@ -110,3 +110,23 @@ def test_torch_predictor_batches_like_keras_predict():
     split = torch_reference.TorchPredictor(model).predict(x, batch_size=2)
     assert whole.shape == (5, 32, 32, 1)
     np.testing.assert_allclose(split, whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("recipe, want", [
+    ("seed", {"base_filters": 16, "out_channels": 1, "stain_augment": True}),
+    ("default", {"base_filters": UNetConfig.base_filters, "out_channels": 2,
+                 "stain_augment": UNetConfig.stain_augment}),
+])
+def test_recipe_option_picks_the_trained_config(recipe, want, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(config, out, folds, threads, data_dir=None, synthetic=False):
+        seen.update(config=config, folds=folds)
+        return {"folds": [], "mean": {}, "sd": {}}
+
+    monkeypatch.setattr(torch_reference, "run_reference", fake_run)
+    assert torch_reference.main(["--recipe", recipe, "--folds", "2", "--epochs", "3",
+                                 "--out", str(tmp_path)]) == 0
+    config = seen["config"]
+    assert {key: getattr(config, key) for key in want} == want
+    assert (config.epochs, config.init, seen["folds"]) == (3, "pytorch", [2])
