@@ -3,14 +3,16 @@
     python -m benchmarks.ablation LABEL=CV_DIR [LABEL=CV_DIR ...] --out DIR
 
 Each CV_DIR holds the ``fold-k`` runs of one recipe (``unet-keras cv``, or
-``python -m benchmarks.torch_reference``); the first is the baseline. Per variant: the recipe
+``python -m benchmarks.torch_reference``), or, where the runs are gone, the ``cv.json`` that
+aggregated them (a committed report in ``benchmarks/results``); the first is the baseline. Per variant: the recipe
 settings that differ from the baseline's, the mean ± sample sd over its complete folds
 (``unet_keras.cv.summarize``), and the paired difference from the baseline over the folds both
 have (mean ± sd of the per-fold differences: the folds' own difficulty cancels out).
 
 When the data's class-label file is found (``--data-dir``, default the usual search), a second
 table breaks whole-cell and nucleus Dice down by cell type, over the test folds every variant
-has (``test_per_image.csv`` of each fold run), so that all variants are scored on the same images.
+has (``test_per_image.csv`` of each fold run), so that all variants are scored on the same images;
+a variant read from its ``cv.json`` alone has no per-image scores and is left out of that table.
 
 Outputs: DIR/ablation.json, DIR/ABLATION.md and DIR/ablation.png (per-fold scores, one line
 per variant). Bad input (a missing or empty directory, folds of mixed recipes, a label given
@@ -29,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from unet_keras.cv import SCORES, TIMINGS, CVError, complete_folds, summarize
+from unet_keras.cv import CV_JSON, SCORES, TIMINGS, CVError, complete_folds, summarize
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "ablation.json", "ABLATION.md", "ablation.png"
 PLOTTED = ("whole_cell_dice", "nucleus_dice", "ap50")
@@ -62,13 +64,37 @@ def paired(base: dict, other: dict, key: str) -> dict | None:
             "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else None}
 
 
+def load_cv(path: Path) -> tuple[dict, bool]:
+    """(summary, whether it comes from fold runs) of a CV directory: ``summarize`` over its
+    complete fold runs, or else its ``cv.json``."""
+    folds = complete_folds(path)
+    if folds:
+        return summarize(folds), True
+    report = path / CV_JSON
+    if not report.is_file():
+        raise CVError(f"{path}: no complete fold runs and no {CV_JSON}; expected a "
+                      "`unet-keras cv` output directory")
+    try:
+        summary = json.loads(report.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CVError(f"{report}: cannot read the CV report ({err})") from err
+    missing = {"folds", "mean", "sd", "recipe", "data_source", "synthetic"} - set(summary)
+    if not isinstance(summary, dict) or missing:
+        raise CVError(f"{report}: expected a cv.json of `unet-keras cv` (missing {sorted(missing)})")
+    return summary, False
+
+
 def by_cell_type(report: dict, labels: dict[str, int]) -> dict:
-    """Mean whole-cell and nucleus Dice per cell type over the folds all variants share."""
+    """Mean whole-cell and nucleus Dice per cell type over the folds all variants with fold
+    runs share (a variant read from its cv.json alone has no per-image scores)."""
     from unet_keras.data.zheng2018 import CLASS_NAMES
 
-    common = sorted(set.intersection(*(set(v["folds"]) for v in report["variants"])))
+    variants = [v for v in report["variants"] if v["has_runs"]]
+    if not variants:
+        return {"folds": [], "variants": {}}
+    common = sorted(set.intersection(*(set(v["folds"]) for v in variants)))
     table = {"folds": common, "variants": {}}
-    for v in report["variants"]:
+    for v in variants:
         scores: dict[str, dict[str, list[float]]] = {}
         for row in v["per_fold"]:
             if row["fold"] not in common:
@@ -92,10 +118,10 @@ def by_cell_type(report: dict, labels: dict[str, int]) -> dict:
 
 
 def build(variants: Sequence[tuple[str, Path]]) -> dict:
-    summaries = [(label, summarize(complete_folds(path)), path) for label, path in variants]
-    base_label, base, base_path = summaries[0]
+    summaries = [(label, *load_cv(path), path) for label, path in variants]
+    base_label, base, _, base_path = summaries[0]
     rows = []
-    for label, summary, path in summaries:
+    for label, summary, has_runs, path in summaries:
         split = {k: summary["recipe"][k] for k in SPLIT_KEYS}
         if split != {k: base["recipe"][k] for k in SPLIT_KEYS}:
             raise CVError(f"{path}: split {split} differs from {base_path}'s; the folds are not "
@@ -105,7 +131,8 @@ def build(variants: Sequence[tuple[str, Path]]) -> dict:
                           f"{base['data_source']!r} ({base_path})")
         differs = {k: v for k, v in summary["recipe"].items() if base["recipe"].get(k) != v}
         rows.append({
-            "label": label, "cv_dir": str(path), "differs_from_baseline": differs,
+            "label": label, "cv_dir": str(path), "has_runs": has_runs,
+            "differs_from_baseline": differs,
             "folds": [row["fold"] for row in summary["folds"]],
             "mean": summary["mean"], "sd": summary["sd"], "per_fold": summary["folds"],
             "vs_baseline": {k: paired(base, summary, k) for k in SCORES} if rows else None,
@@ -142,7 +169,9 @@ def render_markdown(report: dict) -> str:
              f"- Baseline: {report['baseline']}", ""]
     for v in report["variants"]:
         differs = ", ".join(f"{k} {v}" for k, v in v["differs_from_baseline"].items()) or "-"
-        lines.append(f"- {v['label']}: `{v['cv_dir']}`, folds {v['folds']}; differs in: {differs}")
+        source = "" if v.get("has_runs", True) else f" ({CV_JSON} only)"
+        lines.append(f"- {v['label']}: `{v['cv_dir']}`{source}, folds {v['folds']}; "
+                     f"differs in: {differs}")
     keys = [*SCORES, "train_seconds"]
     titles = [SCORES.get(k) or TIMINGS[k] for k in keys]
     lines += ["", "Mean ± sd over each variant's folds:", "",
@@ -174,6 +203,10 @@ def render_markdown(report: dict) -> str:
         counts = next(iter(types["variants"].values()))
         lines += ["", "Images per type: " + ", ".join(
             f"{n} {counts[n]['n_images']}" for n in names if n in counts) + "."]
+        left_out = [v["label"] for v in report["variants"] if not v.get("has_runs", True)]
+        if left_out:
+            lines += ["", f"Not in this table (a {CV_JSON} without per-image scores): "
+                      + ", ".join(left_out) + "."]
     lines += ["", "Scores are means over each fold's test images. Numbers: ablation.json.", ""]
     return "\n".join(lines)
 

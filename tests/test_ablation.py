@@ -91,3 +91,51 @@ def test_by_cell_type_over_the_common_folds(two_cvs, capsys):
     markdown = (out / MARKDOWN_NAME).read_text()
     assert "| base | 0.900 / 0.500 | 0.700 / 0.500 |" in markdown
     assert "| other | 0.900 / - | 0.700 / - |" in markdown
+
+
+def test_a_cv_json_alone_stands_in_for_its_runs(two_cvs, capsys):
+    """A committed report (cv.json, runs gone) gives the same means and paired differences;
+    it has no per-image scores, so it is left out of the by-cell-type table, and said so."""
+    import shutil
+
+    from unet_keras.cv import CV_JSON, complete_folds, summarize
+
+    kept = two_cvs / "kept"
+    kept.mkdir()
+    (kept / CV_JSON).write_text(json.dumps(summarize(complete_folds(two_cvs / "other"))))
+    from_runs, from_json = two_cvs / "a", two_cvs / "b"
+    assert main([f"base={two_cvs / 'base'}", f"x={two_cvs / 'other'}", "--out", str(from_runs)]) == 0
+    shutil.rmtree(two_cvs / "other")
+    assert main([f"base={two_cvs / 'base'}", f"x={kept}", "--out", str(from_json)]) == 0
+    runs, alone = (json.loads((d / JSON_NAME).read_text())["variants"][1]
+                   for d in (from_runs, from_json))
+    assert alone["vs_baseline"] == runs["vs_baseline"] and alone["mean"] == runs["mean"]
+    assert (runs["has_runs"], alone["has_runs"]) == (True, False)
+    assert f"({CV_JSON} only)" in (from_json / MARKDOWN_NAME).read_text()
+
+    (kept / CV_JSON).write_text('{"folds": []}')
+    assert main([f"base={two_cvs / 'base'}", f"x={kept}", "--out", str(two_cvs / "bad")]) == 1
+    assert "cv.json" in capsys.readouterr().err and not (two_cvs / "bad").exists()
+
+
+def test_by_cell_type_leaves_out_a_cv_json_variant(two_cvs):
+    from unet_keras.cv import CV_JSON, complete_folds, summarize
+
+    for run in (two_cvs / "base").glob("fold-*"):
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**metrics, "synthetic": False}))
+        (run / "test_per_image.csv").write_text(f"image_id,whole_cell_dice\n{run.name[-1]}01,0.9\n")
+    kept = two_cvs / "kept"
+    kept.mkdir()
+    (kept / CV_JSON).write_text(json.dumps(summarize(complete_folds(two_cvs / "base"))))
+    data = two_cvs / "data"
+    data.mkdir()
+    (data / "Class Labels of Dataset 1.csv").write_text(
+        "image ID,class label\n" + "\n".join(f"{f}01,1" for f in range(3)) + "\n")
+    out = two_cvs / "report"
+    assert main([f"base={two_cvs / 'base'}", f"report={kept}", "--out", str(out),
+                 "--data-dir", str(data)]) == 0
+    types = json.loads((out / JSON_NAME).read_text())["by_cell_type"]
+    assert list(types["variants"]) == ["base"] and types["folds"] == [0, 1, 2]
+    assert "Not in this table (a cv.json without per-image scores): report." in \
+        (out / MARKDOWN_NAME).read_text()
