@@ -60,6 +60,15 @@ def test_balanced_state_round_trip_and_refusal():
         second.set_state({**state, "order": state["order"][:-1]})
 
 
+def test_one_class_is_a_plain_shuffle():
+    """Data without cell types (every label the same) has nothing to balance: each example
+    once an epoch, as with class_balance 0."""
+    ex = [{**e, "label": -1} for e in examples()]
+    assert class_weights(ex, 0.5) is None
+    batches = TrainingBatches(ex, UNetConfig(image_size=16, depth=2, class_balance=0.5), seed=3)
+    assert sorted(batches.order.tolist()) == list(range(len(ex)))
+
+
 def test_class_balance_outside_0_1_is_refused():
     with pytest.raises(ConfigError, match="class_balance=1.5"):
         UNetConfig(class_balance=1.5)

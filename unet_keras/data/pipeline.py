@@ -18,7 +18,8 @@ MIN_CLASS_COUNT = 10
 class TrainingBatches(keras.utils.PyDataset):
     """Shuffled, augmented (image, target) batches of ``len(examples)`` draws an epoch.
 
-    With ``config.class_balance`` 0 an epoch visits every example once. With a > 0 it draws
+    With ``config.class_balance`` 0 (or examples of one cell type) an epoch visits every example
+    once. With a > 0 it draws
     ``len(examples)`` examples with replacement, each with probability proportional to
     ``n_class ** -a`` (``example["label"]``: a cell type of Dataset 1), so that rare types are
     seen more often: a = 0.5 draws an eosinophil (22 of 300 images) 2.8 times as often as a
@@ -91,13 +92,14 @@ class TrainingBatches(keras.utils.PyDataset):
 
 def class_weights(examples: list[dict], exponent: float) -> np.ndarray | None:
     """Drawing probability of each example, proportional to its class count ** -exponent;
-    None for a plain shuffle (exponent 0). A class of fewer than ``MIN_CLASS_COUNT`` examples
-    counts as that many, so that one odd image (Dataset 1 has one basophil) is not drawn a
-    dozen times an epoch."""
-    if exponent == 0:
-        return None
+    None for a plain shuffle: exponent 0, or examples of one class (data without cell types,
+    such as Dataset 2 or a folder of one's own, where there is nothing to balance). A class of
+    fewer than ``MIN_CLASS_COUNT`` examples counts as that many, so that one odd image
+    (Dataset 1 has one basophil) is not drawn a dozen times an epoch."""
     labels = [example.get("label", -1) for example in examples]
     counts = Counter(labels)
+    if exponent == 0 or len(counts) < 2:
+        return None
     weights = np.array([max(counts[label], MIN_CLASS_COUNT) ** -exponent for label in labels],
                        dtype=np.float64)
     return weights / weights.sum()
