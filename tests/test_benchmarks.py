@@ -99,6 +99,45 @@ def test_torch_loss_matches_keras_loss():
     assert got == pytest.approx(want, rel=1e-5)
 
 
+def _training_losses(lr_torch: float, steps: int = 6) -> tuple[list[float], list[float]]:
+    """Losses of Keras' ``train_on_batch`` and ``TorchTrainer.step`` from the same weights on the
+    same synthetic batches (dropout off, so both compute the same function)."""
+    import torch
+
+    from benchmarks.torch_unet import TorchTrainer, from_keras
+    from unet_keras.data.loading import load_fold
+    from unet_keras.data.pipeline import TrainingBatches
+    from unet_keras.train import compile_model
+
+    config = UNetConfig(depth=2, base_filters=4, dropout=0.0, image_size=32, batch_size=4,
+                        augment=False)
+    batches = TrainingBatches(load_fold(config, synthetic=True).train, config, seed=0)
+    keras.utils.set_random_seed(0)
+    model = build_unet(config)
+    compile_model(model, config, len(batches))
+    twin = from_keras(model, config).train()
+    trainer = TorchTrainer(twin, UNetConfig(**{**config.to_dict(), "learning_rate": lr_torch}))
+    ours, theirs = [], []
+    for step in range(steps):
+        x, y = batches[step % len(batches)]
+        ours.append(float(model.train_on_batch(x, y)))
+        theirs.append(trainer.step(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                   torch.from_numpy(y).permute(0, 3, 1, 2)))
+    return ours, theirs
+
+
+def test_keras_and_the_torch_twin_take_the_same_adam_steps():
+    """The training step itself is the same in both frameworks: the losses follow each other
+    step by step. With another learning rate the twin's losses part from Keras' (the check can
+    fail)."""
+    pytest.importorskip("torch")
+    ours, theirs = _training_losses(lr_torch=1e-3)
+    assert ours[0] == pytest.approx(theirs[0], abs=1e-5)  # same weights, same batch
+    assert np.max(np.abs(np.subtract(ours, theirs))) < 5e-4
+    ours, theirs = _training_losses(lr_torch=1e-2)
+    assert np.max(np.abs(np.subtract(ours, theirs))) > 1e-2
+
+
 def test_matmul_upsampling_equals_conv_transpose():
     from benchmarks.keras_backend import with_matmul_upsampling
 
