@@ -4,10 +4,11 @@
 
 Each CV_DIR holds the ``fold-k`` runs of one recipe (``unet-keras cv``, or
 ``python -m benchmarks.torch_reference``), or, where the runs are gone, the ``cv.json`` that
-aggregated them (a committed report in ``benchmarks/results``); the first is the baseline. Per variant: the recipe
-settings that differ from the baseline's, the mean ± sample sd over its complete folds
-(``unet_keras.cv.summarize``), and the paired difference from the baseline over the folds both
-have (mean ± sd of the per-fold differences: the folds' own difficulty cancels out).
+aggregated them (a committed report in ``benchmarks/results``); the first is the baseline. Per
+variant: the recipe settings that differ from the baseline's, the mean ± sample sd over its
+complete folds (``unet_keras.cv.summarize``), and the paired difference from the baseline over
+the folds both have (mean ± sd of the per-fold differences: the folds' own difficulty cancels
+out).
 
 When the data's class-label file is found (``--data-dir``, default the usual search), a second
 table breaks whole-cell and nucleus Dice down by cell type, over the test folds every variant
@@ -78,8 +79,9 @@ def load_cv(path: Path) -> tuple[dict, bool]:
         summary = json.loads(report.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CVError(f"{report}: cannot read the CV report ({err})") from err
-    missing = {"folds", "mean", "sd", "recipe", "data_source", "synthetic"} - set(summary)
-    if not isinstance(summary, dict) or missing:
+    needed = {"folds", "mean", "sd", "recipe", "data_source", "synthetic"}
+    missing = needed - set(summary) if isinstance(summary, dict) else needed
+    if missing:
         raise CVError(f"{report}: expected a cv.json of `unet-keras cv` (missing {sorted(missing)})")
     return summary, False
 
