@@ -32,7 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-from unet_keras.cv import CV_JSON, SCORES, TIMINGS, CVError, complete_folds, summarize
+from unet_keras.config import UNetConfig
+from unet_keras.cv import CV_JSON, SCORES, TIMINGS, CVError, complete_folds, recipe, summarize
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "ablation.json", "ABLATION.md", "ablation.png"
 PLOTTED = ("whole_cell_dice", "nucleus_dice", "ap50")
@@ -119,19 +120,11 @@ def by_cell_type(report: dict, labels: dict[str, int]) -> dict:
     return table
 
 
-def _recipe_value(recipe: dict, key: str):
-    """A recipe setting; one missing from a report written before the setting existed has
-    the value that recipes had then, its default."""
-    if key in recipe:
-        return recipe[key]
-    from unet_keras.config import UNetConfig
-
-    return UNetConfig().to_dict().get(key)
-
-
 def build(variants: Sequence[tuple[str, Path]]) -> dict:
     summaries = [(label, *load_cv(path), path) for label, path in variants]
     base_label, base, _, base_path = summaries[0]
+    # A setting missing from a report written before it existed had its default value then.
+    base_recipe = {**recipe(UNetConfig()), **base["recipe"]}
     rows = []
     for label, summary, has_runs, path in summaries:
         split = {k: summary["recipe"][k] for k in SPLIT_KEYS}
@@ -141,8 +134,7 @@ def build(variants: Sequence[tuple[str, Path]]) -> dict:
         if summary["data_source"] != base["data_source"]:
             raise CVError(f"{path}: data {summary['data_source']!r} differs from "
                           f"{base['data_source']!r} ({base_path})")
-        differs = {k: v for k, v in summary["recipe"].items()
-                   if _recipe_value(base["recipe"], k) != v}
+        differs = {k: v for k, v in summary["recipe"].items() if base_recipe.get(k) != v}
         rows.append({
             "label": label, "cv_dir": str(path), "has_runs": has_runs,
             "differs_from_baseline": differs,

@@ -4,6 +4,7 @@ Fast: tiny models only. The timed runs themselves are ``python -m benchmarks.run
 end-to-end test here is marked ``benchmark``.
 """
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -116,7 +117,7 @@ def _training_losses(lr_torch: float, steps: int = 6) -> tuple[list[float], list
     model = build_unet(config)
     compile_model(model, config, len(batches))
     twin = from_keras(model, config).train()
-    trainer = TorchTrainer(twin, UNetConfig(**{**config.to_dict(), "learning_rate": lr_torch}))
+    trainer = TorchTrainer(twin, dataclasses.replace(config, learning_rate=lr_torch))
     ours, theirs = [], []
     for step in range(steps):
         x, y = batches[step % len(batches)]
