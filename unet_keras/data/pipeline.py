@@ -21,8 +21,8 @@ class TrainingBatches(keras.utils.PyDataset):
     With ``config.class_balance`` 0 (or examples of one cell type) an epoch visits every example
     once. With a > 0 it draws ``len(examples)`` examples with replacement, each with probability
     proportional to ``n_class ** -a`` (``example["label"]``: a cell type of Dataset 1), so that
-    rare types are seen more often: a = 0.5 draws an eosinophil (22 of 300 images) 2.8 times as often as a
-    neutrophil (176). Epochs keep their length, hence their cost.
+    rare types are seen more often: a = 0.5 draws an eosinophil (22 of 300 images) 2.8 times as
+    often as a neutrophil (176). Epochs keep their length, hence their cost.
 
     The same preprocessing as inference applies ([0, 1] float32 RGB); targets are the whole
     cell (and nucleus) channels from ``mask_targets``.
