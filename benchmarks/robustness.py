@@ -210,9 +210,9 @@ def _split(config: UNetConfig) -> str:
 
 def _scores(probs: list[np.ndarray], examples: list[dict], config: UNetConfig) -> dict:
     """Summary scores with the model's own tuned postprocessing, as ``unet-keras evaluate``."""
-    from unet_keras.evaluate import score_probabilities
+    from unet_keras.evaluate import score_config
 
-    return score_probabilities(probs, examples, config.thresholds, config.min_cell_area)[1]
+    return score_config(probs, examples, config)[1]
 
 
 def score_conditions(model, config: UNetConfig,
@@ -284,7 +284,8 @@ def run_benchmark(runs: Sequence[str], labels: Sequence[str], data_dir=None,
         scores = score_conditions(model, config, perturbed)
         models[label] = {"run": str(model_path.parent), "config": config.to_dict(),
                          "thresholds": list(config.thresholds),
-                         "min_cell_area": config.min_cell_area, "scores": scores,
+                         "min_cell_area": config.min_cell_area,
+                         "edge_cells": config.edge_cells, "scores": scores,
                          "shifted_means": shifted_means(scores, conditions)}
         if tta:
             models[label]["tta"] = tta_comparison(model, config, fold.test)

@@ -49,8 +49,8 @@ from unet_keras.cv import (CV_JSON, CV_MARKDOWN, CV_PLOT, METRICS_FILENAME, comp
                            fold_dir, parse_folds, render_markdown, render_plot, summarize)
 from unet_keras.data.loading import FoldData, load_fold
 from unet_keras.data.pipeline import TrainingBatches
-from unet_keras.evaluate import (score_probabilities, tune_postprocessing, write_json,
-                                 write_per_image_csv)
+from unet_keras.evaluate import (score_config, score_probabilities, tune_postprocessing,
+                                 write_json, write_per_image_csv)
 from unet_keras.image_io import atomic_output, atomic_write_text
 from unet_keras.inference import predict_probabilities
 from unet_keras.train import machine, partial_dir, versions
@@ -165,9 +165,8 @@ def train_fold(config: UNetConfig, data: FoldData, out: Path,
     config = dataclasses.replace(config)
     val_summary = tune_postprocessing(val_probs, data.val, config)  # as the Keras runs
     config.save(partial / CONFIG_FILENAME)
-    test_rows, test_summary = score_probabilities(probabilities(model, data.test, config),
-                                                  data.test, config.thresholds,
-                                                  config.min_cell_area)
+    test_rows, test_summary = score_config(probabilities(model, data.test, config), data.test,
+                                           config)
     write_per_image_csv(test_rows, partial / "test_per_image.csv")
     seconds = max(state["train_seconds"], 1e-9)
     metrics = {
@@ -183,6 +182,7 @@ def train_fold(config: UNetConfig, data: FoldData, out: Path,
         "best_val_dice_at_0.5": state["best_score"],
         "thresholds": list(config.thresholds),
         "min_cell_area": config.min_cell_area,
+        "edge_cells": config.edge_cells,
         "train_seconds": round(state["train_seconds"], 1),
         "train_images_per_second": round(len(data.train) * state["epochs_done"] / seconds, 2),
         "val": val_summary,

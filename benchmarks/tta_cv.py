@@ -5,7 +5,7 @@
 For every complete ``CV_DIR/fold-k`` (written by ``unet-keras cv``): the fold's test images
 are predicted once plainly and once averaged over the 8 flips and 90-degree turns
 (``unet_keras.inference.predict_probabilities(tta=True)``), both scored with the run's own tuned
-postprocessing by ``unet_keras.evaluate.score_probabilities``, and both timed (wall seconds per
+postprocessing by ``unet_keras.evaluate.score_config``, and both timed (wall seconds per
 test image, after one untimed pass over the same images that compiles the model for their
 batch shapes).
 
@@ -48,7 +48,7 @@ def timed_probabilities(model, images, multiple: int, tta: bool) -> tuple[list, 
 def score_fold(run: Path, data_dir: str | None, synthetic: bool) -> dict:
     """One fold's test scores plainly and with TTA, and the seconds per image of each."""
     from unet_keras.data.loading import load_fold
-    from unet_keras.evaluate import score_probabilities
+    from unet_keras.evaluate import score_config
     from unet_keras.model import load_model
 
     _, config = read_fold(run)
@@ -58,7 +58,7 @@ def score_fold(run: Path, data_dir: str | None, synthetic: bool) -> dict:
     row = {"fold": config.fold, "n_test": len(images), "data_source": data.source}
     for name, tta in (("plain", False), ("tta", True)):
         probs, seconds = timed_probabilities(model, images, config.multiple, tta)
-        _, summary = score_probabilities(probs, data.test, config.thresholds, config.min_cell_area)
+        _, summary = score_config(probs, data.test, config)
         row[name] = {k: summary[k] for k in SCORES if k in summary}
         row[name]["seconds_per_image"] = seconds
     return row

@@ -116,8 +116,8 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
                                  image_size=image_size or base.image_size, lr_schedule="cosine")
 
     probs = predict_probabilities(model, [e["image"] for e in val], config.multiple)
-    before = score_probabilities(probs, val, base.channel_thresholds(),
-                                 base.min_cell_area)[1]["whole_cell_dice"]
+    before = score_probabilities(probs, val, base.channel_thresholds(), base.min_cell_area,
+                                 base.edge_cells)[1]["whole_cell_dice"]
     keras.utils.set_random_seed(config.seed)
     batches = TrainingBatches(train, config, seed=config.seed)
     compile_model(model, config, len(batches))
@@ -128,7 +128,7 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     history = model.fit(batches, epochs=epochs, callbacks=[ValidationDice(val, config), best],
                         verbose=2, shuffle=False)
     probs = predict_probabilities(model, [e["image"] for e in val], config.multiple)
-    after = tune_postprocessing(probs, val, config)["whole_cell_dice"]  # thresholds, min area
+    after = tune_postprocessing(probs, val, config)["whole_cell_dice"]  # thresholds, filters
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.keras") as tmp:
@@ -136,7 +136,7 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     config.save(out / CONFIG_FILENAME)
     summary = {"base_model": str(model_path), "keras_backend": keras.backend.backend(),
                "epochs_run": len(history.history["loss"]), "thresholds": list(config.thresholds),
-               "min_cell_area": config.min_cell_area,
+               "min_cell_area": config.min_cell_area, "edge_cells": config.edge_cells,
                "val_whole_cell_dice_before": before, "val_whole_cell_dice_after": after,
                "train_images": [e["image_id"] for e in train],
                "val_images": [e["image_id"] for e in val]}

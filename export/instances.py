@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from unet_keras.postprocess import MIN_CELL_AREA, measure_cells, separate_instances
+from unet_keras.postprocess import (MIN_CELL_AREA, drop_edge_parts, measure_cells,
+                                    separate_instances)
 
 # Columns of measure_cells that are positions: shifted from the crop to the image.
 ROW_COLUMNS = ("centroid_y", "bbox_min_row", "bbox_max_row")
@@ -24,14 +25,18 @@ COL_COLUMNS = ("centroid_x", "bbox_min_col", "bbox_max_col")
 
 
 def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: bool,
-                           method: str = "watershed", min_cell_area: int = MIN_CELL_AREA
-                           ) -> tuple[np.ndarray, list[dict]]:
-    """``separate_instances`` + ``measure_cells`` per connected component of ``label_map > 0``.
+                           method: str = "watershed", min_cell_area: int = MIN_CELL_AREA,
+                           edge_cells: str = "keep") -> tuple[np.ndarray, list[dict]]:
+    """``separate_instances`` + ``measure_cells`` per connected component of ``label_map > 0``,
+    without the parts that ``postprocess.edge_parts`` finds cut by the image edge when
+    ``edge_cells`` is "drop" (``label_map`` itself is left as it is).
 
     Returns:
         (instances int32 (H, W) labelled 1..N, one ``measure_cells`` row per instance).
     """
     label_map = np.asarray(label_map)
+    if edge_cells != "keep":
+        label_map = drop_edge_parts(label_map.copy(), min_cell_area, edge_cells)
     # The component map becomes the instance map in place: instance ids are written negated so
     # they cannot be mistaken for component ids still to be read, then flipped at the end.
     work = np.empty(label_map.shape, np.int32)

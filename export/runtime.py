@@ -177,22 +177,27 @@ class Segmenter:
                             tile or self.tile, self.overlap if overlap is None else overlap)
 
     def segment(self, image: np.ndarray, image_name: str = "image",
-                instance_method: str = "watershed") -> SegmentResult:
+                instance_method: str = "watershed", edge_cells: str | None = None
+                ) -> SegmentResult:
         """Probabilities, label map, dataset-encoded mask, cell instances and measurements.
 
-        Images larger than a tile are postprocessed one connected component at a time
-        (``export.instances``): the same cells, numbered component by component.
+        ``edge_cells`` ("keep" or "drop" cells cut by the image edge; see
+        ``postprocess.edge_parts``) defaults to the model's tuned setting. Images larger than
+        a tile are postprocessed one connected component at a time (``export.instances``): the
+        same cells, numbered component by component.
         """
         probability, notes = self._probabilities(image)
         has_nucleus = self.out_channels == 2
         min_area = self.config.min_cell_area
+        edge_cells = edge_cells or self.config.edge_cells
         if probability[..., 0].size > self.tile**2:  # whole-image postprocessing: several GB
             labels = probabilities_to_labels(probability, self.thresholds)
             instances, cells = instances_by_component(labels, image_name, has_nucleus,
-                                                      instance_method, min_area)
+                                                      instance_method, min_area, edge_cells)
             labels[instances == 0] = 0  # as label_cells: the mask shows the kept cells only
         else:
-            labels, instances = label_cells(probability, self.thresholds, instance_method, min_area)
+            labels, instances = label_cells(probability, self.thresholds, instance_method,
+                                            min_area, edge_cells)
             cells = measure_cells(instances, labels, image_name, has_nucleus=has_nucleus)
         return SegmentResult(probability, labels, labels_to_png(labels, self.out_channels),
                              instances, cells, notes)

@@ -12,6 +12,7 @@ from unet_keras.postprocess import (
     CONTOUR_COLOUR,
     CYTOPLASM_COLOUR,
     NUCLEUS_COLOUR,
+    edge_parts,
     labels_to_png,
     measure_cells,
     overlay,
@@ -242,3 +243,56 @@ def test_write_cells_csv(tmp_path):
     with pytest.raises(ValueError):
         write_cells_csv([{"bogus": 1}], tmp_path / "bad.csv")
     assert not (tmp_path / "bad.csv").exists()
+
+
+@pytest.mark.parametrize("edge_cells, cells", [("keep", 2), ("drop", 1)])
+def test_predict_leaves_out_cells_cut_by_the_edge_only_when_asked(tmp_path, edge_cells, cells):
+    from PIL import Image
+
+    from unet_keras.predict import predict_files
+
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(tmp_path / "field.png")
+
+    def probability(image):  # a cell in the middle, another cut by the left edge
+        prob = np.zeros(image.shape[:2] + (1,), np.float32)
+        prob[disk((32, 36), 10, shape=prob.shape[:2])] = 1.0
+        prob[disk((32, 0), 8, shape=prob.shape[:2])] = 1.0
+        return prob
+
+    out = tmp_path / "out"
+    summary = predict_files([tmp_path / "field.png"], probability, (0.5,), out,
+                            instance_method="components", edge_cells=edge_cells)
+    assert summary.n_cells == cells
+    with open(out / "cells.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == cells
+    mask = np.asarray(Image.open(out / "field_mask.png"))
+    assert (mask[:, 0] > 0).any() == (edge_cells == "keep")
+
+
+def _disks(shape, *disks):
+    mask = np.zeros(shape, bool)
+    for centre, radius in disks:
+        mask[disk(centre, radius, shape=shape)] = True
+    return mask
+
+
+def test_edge_parts_split_a_cut_neighbour_from_the_centred_cell_at_their_neck():
+    centred = _disks((64, 64), ((30, 32), 14))
+    mask = centred | _disks((64, 64), ((54, 32), 12))  # overlaps the centred cell, cut by the edge
+    assert separate_instances(mask, method="components").max() == 1
+    drop = edge_parts(mask)
+    assert drop[63].any() and not (drop & ~mask).any()
+    assert np.count_nonzero(centred & ~drop) >= 0.95 * np.count_nonzero(centred)
+    assert np.count_nonzero(drop) >= 0.8 * np.count_nonzero(mask & ~centred)
+
+
+@pytest.mark.parametrize("extra, dropped", [
+    (None, False),  # the cut cell alone: kept
+    (((40, 40), 2), False),  # beside a speck under min_size: kept
+    (((40, 40), 8), True),  # beside a cell clear of the edge: left out, whole
+])
+def test_edge_parts_leave_out_cut_cells_only_beside_a_cell_clear_of_the_edge(extra, dropped):
+    cut = _disks((64, 64), ((0, 12), 10))
+    mask = cut | _disks((64, 64), extra) if extra else cut
+    drop = edge_parts(mask, min_size=30)
+    np.testing.assert_array_equal(drop, cut if dropped else np.zeros_like(cut))

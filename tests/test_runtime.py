@@ -356,3 +356,24 @@ def test_segment_of_an_image_larger_than_a_tile_uses_component_wise_postprocessi
     np.testing.assert_array_equal(a.label_map, b.label_map)
     np.testing.assert_array_equal(a.instances > 0, b.instances > 0)
     assert a.instances.max() == b.instances.max() == len(a.cells) == len(b.cells)
+
+
+def test_component_wise_postprocessing_drops_the_same_edge_cells():
+    from export.instances import instances_by_component
+    from unet_keras.postprocess import edge_parts, separate_instances
+
+    labels = synthetic_label_map()
+    yy, xx = np.mgrid[0:400, 0:400]
+    for cy, cx in ((0, 200), (200, 399), (399, 399)):  # three cells cut by the edge
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 < 15**2] = 1
+    before = labels.copy()
+    cut = edge_parts(labels > 0)
+    whole = separate_instances((labels > 0) & ~cut, (labels == 2) & ~cut)
+    parts, rows = instances_by_component(labels, "big", True, edge_cells="drop")
+    kept, _ = instances_by_component(labels, "big", True)
+    np.testing.assert_array_equal(labels, before)  # the caller's map is left alone
+    np.testing.assert_array_equal(whole > 0, parts > 0)
+    assert parts.max() == len(rows) and kept.max() >= parts.max() + 3
+    assert not np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]]).any()
+    for row in rows:  # the table's labels name the cells of the map
+        assert row["area"] == np.count_nonzero(parts == row["label"])

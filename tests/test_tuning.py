@@ -1,4 +1,4 @@
-"""Postprocessing tuned on validation data: thresholds and the smallest kept object."""
+"""Postprocessing tuned on validation data: thresholds, the smallest kept object, edge cells."""
 
 import json
 
@@ -7,7 +7,8 @@ import pytest
 
 from tests.conftest import run_cli
 from unet_keras.config import UNetConfig
-from unet_keras.evaluate import (MIN_AREA_GRID, score_probabilities, tune_min_cell_area,
+from unet_keras.evaluate import (MIN_AREA_GRID, score_config, score_probabilities,
+                                 tune_edge_cells, tune_min_cell_area,
                                  tune_postprocessing)
 from unet_keras.postprocess import label_cells
 
@@ -55,6 +56,7 @@ def test_tuned_area_is_the_smallest_that_removes_the_blobs():
     probs, truth = [p for p, _ in examples], [e for _, e in examples]
     # Grid 0, 15, 30, 60, ...: 60 drops both blobs, nothing smaller does.
     assert tune_min_cell_area(probs, truth, (0.5, 0.5)) == 60
+    assert tune_edge_cells(probs, truth, (0.5, 0.5), 60) == "keep"  # no edge cells: a tie
     config = UNetConfig(depth=2, base_filters=4, image_size=32)
     summary = tune_postprocessing(probs, truth, config)
     assert config.min_cell_area == 60 and summary["ap50"] == pytest.approx(1.0)
@@ -92,3 +94,39 @@ def test_evaluate_with_tta_records_it(tmp_path):
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["tta"] is True
     done = run_cli("predict", str(tmp_path), "--tta", "--out", str(tmp_path / "p"))
     assert done.returncode == 2 and "--tta needs --model" in done.stderr
+
+
+def _edge_example(truth_touches_edge: bool = False):
+    """A true cell in the middle and a 15 x 20 px object cut by the top edge, too large for any
+    area cut; the ground truth annotates the edge object only if ``truth_touches_edge``."""
+    prob, example = _example(blob_side=0)
+    prob[0:15, 22:42, 0] = 1.0
+    if truth_touches_edge:
+        example["mask"][0:15, 22:42] = 1
+    return prob, example
+
+
+def test_edge_cells_drop_cut_cells_only_while_another_cell_is_clear_of_the_edge():
+    prob, example = _edge_example()
+    labels, instances = label_cells(prob, (0.5, 0.5), "components", 0, edge_cells="drop")
+    assert instances.max() == 1 and not labels[0:15].any()
+    np.testing.assert_array_equal(labels, example["mask"])
+    labels, instances = label_cells(prob, (0.5, 0.5), "components", 0, edge_cells="keep")
+    assert instances.max() == 2 and (labels[0:15, 22:42] == 1).all()
+    prob[..., :] = 0.0
+    prob[0:15, 22:42, 0] = 1.0  # the cut cell alone stays
+    labels, instances = label_cells(prob, (0.5, 0.5), "components", 0, edge_cells="drop")
+    assert instances.max() == 1 and (labels[0:15, 22:42] == 1).all()
+    with pytest.raises(ValueError, match="edge_cells='clear'"):
+        label_cells(prob, (0.5, 0.5), "components", 0, edge_cells="clear")
+
+
+@pytest.mark.parametrize("truth_touches_edge, expected", [(False, "drop"), (True, "keep")])
+def test_tuning_drops_edge_cells_only_where_validation_says_so(truth_touches_edge, expected):
+    examples = [_edge_example(truth_touches_edge) for _ in range(2)]
+    probs, truth = [p for p, _ in examples], [e for _, e in examples]
+    assert tune_edge_cells(probs, truth, (0.5, 0.5), 0) == expected
+    config = UNetConfig(depth=2, base_filters=4, image_size=32)
+    summary = tune_postprocessing(probs, truth, config)
+    assert config.edge_cells == expected and summary["whole_cell_dice"] == pytest.approx(1.0)
+    assert score_config(probs, truth, config)[1] == summary

@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 import unet_keras  # noqa: F401  (sets the default KERAS_BACKEND before keras is imported)
-from unet_keras.config import INITS, LR_SCHEDULES, ConfigError, UNetConfig, resolve_run
+from unet_keras.config import (EDGE_CELLS, INITS, LR_SCHEDULES, ConfigError, UNetConfig,
+                               resolve_run)
 from unet_keras.dirlock import OutputBusyError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
@@ -139,6 +140,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
     p.add_argument("--instances", default="watershed", choices=["watershed", "components"])
+    p.add_argument("--edge-cells", choices=EDGE_CELLS,
+                   help="drop: leave out cells cut by the image edge when another cell is clear "
+                        "of it; keep: measure every cell (default: the model's tuned setting)")
     p.add_argument("--tile", type=int, default=1024,
                    help="images whose padded side exceeds this run tile by tile (default 1024)")
     p.add_argument("--tta", action="store_true",
@@ -232,7 +236,7 @@ def cmd_cv(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from unet_keras.data.loading import load_fold
-    from unet_keras.evaluate import score_probabilities, write_json, write_per_image_csv
+    from unet_keras.evaluate import score_config, write_json, write_per_image_csv
     from unet_keras.inference import predict_probabilities
     from unet_keras.model import load_model
 
@@ -244,7 +248,7 @@ def cmd_evaluate(args) -> int:
     model = load_model(model_path)
     probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple,
                                   tta=args.tta)
-    rows, summary = score_probabilities(probs, data.test, config.thresholds, config.min_cell_area)
+    rows, summary = score_config(probs, data.test, config)
     out = Path(args.out) if args.out else model_path.parent / f"evaluate-fold{config.fold}"
     out.mkdir(parents=True, exist_ok=True)
     import keras
@@ -253,7 +257,7 @@ def cmd_evaluate(args) -> int:
                 "model": str(model_path), "keras_backend": keras.backend.backend(),
                 "tta": args.tta,
                 "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
-                "test": summary}, out / "metrics.json")
+                "edge_cells": config.edge_cells, "test": summary}, out / "metrics.json")
     write_per_image_csv(rows, out / "per_image.csv")
     _print_scores(f"test fold {config.fold}", summary, data.source)
     print(f"written: {out / 'metrics.json'}, {out / 'per_image.csv'}")
@@ -268,7 +272,7 @@ def cmd_tune(args) -> int:
     data = load_fold(config, args.data_dir, synthetic=args.synthetic)
     metrics = retune(model_path.parent, data)
     print(f"tuned on {len(data.val)} validation images: thresholds {metrics['thresholds']}, "
-          f"min_cell_area {metrics['min_cell_area']} px")
+          f"min_cell_area {metrics['min_cell_area']} px, edge cells {metrics['edge_cells']}")
     _print_scores(f"test fold {config.fold}", metrics["test"], data.source)
     return EXIT_OK
 
@@ -288,10 +292,14 @@ def cmd_predict(args) -> int:
     # Locked before the model loads, so a second run on one directory is refused at once.
     with exclusive_output_dir(Path(args.out)):
         probability_fn, config = _probability_source(args, model)
+        edge_cells = args.edge_cells or config.edge_cells
+        if edge_cells == "drop":
+            print("cells cut by the image edge are left out where another cell is clear of it "
+                  "(--edge-cells keep to measure them)")
         summary = predict_files(inputs, probability_fn, config.channel_thresholds(),
                                 Path(args.out), strict=args.strict,
                                 instance_method=args.instances, lock=False,
-                                min_cell_area=config.min_cell_area)
+                                min_cell_area=config.min_cell_area, edge_cells=edge_cells)
     for path, note in summary.notes:
         print(f"converted {path}: {note}")
     for path, reason in summary.refused:

@@ -13,6 +13,9 @@ CONFIG_FILENAME = "config.json"
 MIN_CELL_AREA = 30
 INITS = ("he_normal", "pytorch")  # initial kernels; see unet_keras.model.kernel_initializer
 LR_SCHEDULES = ("plateau", "cosine")
+# "drop": cells touching the image edge are left out when another cell lies clear of it
+# (see unet_keras.postprocess.drop_edge_cells); "keep": every cell counts.
+EDGE_CELLS = ("keep", "drop")
 
 
 class ConfigError(ValueError):
@@ -65,6 +68,7 @@ class UNetConfig:
     # Post-processing, tuned on validation data after training.
     thresholds: tuple[float, ...] = (0.5,)
     min_cell_area: int = MIN_CELL_AREA  # px; smaller objects are dropped
+    edge_cells: str = "keep"  # "keep" or "drop" cells cut by the image edge (EDGE_CELLS)
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(float(v) for v in self.scale_range)
@@ -104,6 +108,9 @@ class UNetConfig:
             problems.append(f"thresholds={self.thresholds} (expected 1 or {self.out_channels} values)")
         if self.min_cell_area < 0:
             problems.append(f"min_cell_area={self.min_cell_area} (expected >= 0)")
+        if self.edge_cells not in EDGE_CELLS:
+            problems.append(f"edge_cells={self.edge_cells!r} (expected one of "
+                            f"{', '.join(EDGE_CELLS)})")
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             problems.append("epochs, batch_size and learning_rate must be positive")
         if problems:

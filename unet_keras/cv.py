@@ -6,7 +6,7 @@ resumed. The report covers every complete fold in DIR, so folds may be trained i
 invocations (``--folds 0,2``, later ``--folds 1,3,4``):
 
     cv.json        per fold: test-fold scores, training seconds and images/s (and the tuned
-                   thresholds and min_cell_area); the scores' and timings' mean and
+                   thresholds, min_cell_area and edge_cells); the scores' and timings' mean and
                    sample standard deviation (ddof=1; null for a single fold)
     CV.md          the same as a markdown table, with the data source and the recipe
     cv_folds.png   per-fold scores as points, their mean as a bar with the sd
@@ -43,7 +43,7 @@ TIMINGS = {"train_seconds": "training s", "train_images_per_second": "images/s"}
 FORMATS = {"train_seconds": "{:.0f}", "train_images_per_second": "{:.2f}"}
 # Config fields that differ between the folds of one cross-validation (the test fold, and the
 # postprocessing tuned on each fold's validation part); all others must agree.
-PER_FOLD_FIELDS = ("fold", "thresholds", "min_cell_area")
+PER_FOLD_FIELDS = ("fold", "thresholds", "min_cell_area", "edge_cells")
 FOLD_NAME = re.compile(r"fold-(\d+)")
 
 
@@ -148,6 +148,7 @@ def summarize(dirs: Sequence[str | Path]) -> dict:
     rows = sorted(({"fold": c.fold, "run": str(r), "n_test": m.get("n_test"),
                     "best_epoch": m.get("best_epoch"), "devices": m.get("devices", 1),
                     "thresholds": list(c.thresholds), "min_cell_area": c.min_cell_area,
+                    "edge_cells": c.edge_cells,
                     **{k: float(m["test"][k]) for k in columns if k in SCORES},
                     **{k: float(m[k]) for k in TIMINGS}} for r, m, c in runs),
                   key=lambda row: row["fold"])
@@ -170,7 +171,8 @@ def _cell(key: str, value: float | None) -> str:
 
 
 def _describe(r: dict) -> str:
-    return (f"{r['dataset']}, U-Net depth {r['depth']}, {r['base_filters']} base filters, "
+    return (f"{r['dataset']}, U-Net depth {r['depth']}, {r['base_filters']} base filters"
+            f"{f' (at most {cap} a level)' if (cap := r.get('max_filters')) else ''}, "
             f"{r['out_channels']} output channel(s), {r['image_size']} px crops, {r['epochs']} "
             f"epochs, batch {r['batch_size']}, Adam lr {r['learning_rate']:g} "
             f"({r['lr_schedule']}), dropout {r['dropout']:g}, augmentation "

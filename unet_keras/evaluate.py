@@ -20,16 +20,17 @@ MIN_AREA_GRID = (0, 15, 30, 60, 120, 250)
 
 
 def score_probabilities(probs: Sequence[np.ndarray], examples: Sequence[dict],
-                        thresholds: Sequence[float], min_cell_area: int = MIN_CELL_AREA
-                        ) -> tuple[list[dict], dict]:
+                        thresholds: Sequence[float], min_cell_area: int = MIN_CELL_AREA,
+                        edge_cells: str = "keep") -> tuple[list[dict], dict]:
     """Per-image scores and their summary for predicted probability maps.
 
     The prediction is postprocessed as ``predict`` does it (``postprocess.label_cells``): objects
-    are the 8-connected components of at least ``min_cell_area`` pixels, the instances AP counts.
+    are the 8-connected components of at least ``min_cell_area`` pixels (without those cut by
+    the image edge, with ``edge_cells="drop"``), the instances AP counts.
     """
     rows = []
     for prob, example in zip(probs, examples):
-        pred, instances = label_cells(prob, thresholds, "components", min_cell_area)
+        pred, instances = label_cells(prob, thresholds, "components", min_cell_area, edge_cells)
         scores = score_image(pred, example["mask"], pred_instances=instances,
                              has_nucleus=prob.shape[-1] == 2)
         rows.append({"image_id": example["image_id"], **scores})
@@ -38,14 +39,31 @@ def score_probabilities(probs: Sequence[np.ndarray], examples: Sequence[dict],
 
 def tune_min_cell_area(probs: Sequence[np.ndarray], examples: Sequence[dict],
                        thresholds: Sequence[float]) -> int:
-    """The grid area with the best mean AP@[.5:.95] on these (validation) examples; ties keep
-    the smallest, so no real cell is dropped for nothing."""
+    """The grid area with the best mean AP@[.5:.95] on these (validation) examples, every cell
+    kept; ties keep the smallest, so no real cell is dropped for nothing."""
     def mean_ap(area: int) -> float:
         return score_probabilities(probs, examples, thresholds, area)[1]["ap50_95"]
 
     scores = {area: mean_ap(area) for area in MIN_AREA_GRID}
     best = max(scores.values())
     return min(area for area, score in scores.items() if score == best)
+
+
+def tune_edge_cells(probs: Sequence[np.ndarray], examples: Sequence[dict],
+                    thresholds: Sequence[float], min_cell_area: int) -> str:
+    """"drop" if leaving out the cells cut by the image edge scores a higher mean AP@[.5:.95],
+    or the same AP and a higher whole-cell Dice, on these (validation) examples; else "keep".
+
+    Tuned after ``min_cell_area`` rather than on a joint grid: where the edge rule removes the
+    objects that made a larger area win, a joint grid's ties fall back to the smallest area
+    and let specks through (5-fold CV, class balance 0.5: AP@0.5 0.981 on a joint grid, 0.998
+    tuned in turn).
+    """
+    def scores(edge: str) -> tuple[float, float]:
+        summary = score_probabilities(probs, examples, thresholds, min_cell_area, edge)[1]
+        return summary["ap50_95"], summary["whole_cell_dice"]
+
+    return "drop" if scores("drop") > scores("keep") else "keep"
 
 
 def tune_thresholds(probs: Sequence[np.ndarray], examples: Sequence[dict]) -> tuple[float, ...]:
@@ -72,11 +90,19 @@ def tune_thresholds(probs: Sequence[np.ndarray], examples: Sequence[dict]) -> tu
 
 
 def tune_postprocessing(probs: Sequence[np.ndarray], examples: Sequence[dict], config) -> dict:
-    """Tune ``config.thresholds`` then ``config.min_cell_area`` on these (validation) examples,
-    in place; returns their summary at the tuned values."""
+    """Tune ``config.thresholds``, then ``config.min_cell_area`` and ``config.edge_cells``, on
+    these (validation) examples, in place; returns their summary at the tuned values."""
     config.thresholds = tune_thresholds(probs, examples)
     config.min_cell_area = tune_min_cell_area(probs, examples, config.thresholds)
-    return score_probabilities(probs, examples, config.thresholds, config.min_cell_area)[1]
+    config.edge_cells = tune_edge_cells(probs, examples, config.thresholds, config.min_cell_area)
+    return score_config(probs, examples, config)[1]
+
+
+def score_config(probs: Sequence[np.ndarray], examples: Sequence[dict], config
+                 ) -> tuple[list[dict], dict]:
+    """``score_probabilities`` with a config's postprocessing (thresholds, object filters)."""
+    return score_probabilities(probs, examples, config.thresholds, config.min_cell_area,
+                               config.edge_cells)
 
 
 def write_per_image_csv(rows: list[dict], path: Path) -> None:

@@ -69,13 +69,15 @@ def exclusive_output_dir(out_dir: Path):
 def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray], np.ndarray],
                   thresholds: Sequence[float], out_dir: Path, strict: bool = False,
                   instance_method: str = "watershed", lock: bool = True,
-                  min_cell_area: int = MIN_CELL_AREA) -> PredictSummary:
+                  min_cell_area: int = MIN_CELL_AREA, edge_cells: str = "keep"
+                  ) -> PredictSummary:
     """Segment each file and write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``cells.csv``.
 
     Unreadable files are recorded in the summary and skipped (or, with ``strict``, re-raised).
     Every file is written under a temporary name and renamed, so readers never see a partial file.
 
     Args:
+        min_cell_area, edge_cells: the object filters of ``postprocess.label_cells``.
         lock: hold ``out_dir``'s lock while writing; False when the caller already holds it
             (the CLI takes it before loading the model, so a busy directory is refused at once).
     Raises:
@@ -87,7 +89,8 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
     if lock:
         with exclusive_output_dir(out_dir):
             return predict_files(inputs, probability_fn, thresholds, out_dir, strict,
-                                 instance_method, lock=False, min_cell_area=min_cell_area)
+                                 instance_method, lock=False, min_cell_area=min_cell_area,
+                                 edge_cells=edge_cells)
     summary = PredictSummary()
     rows: list[dict] = []
     stems: dict[str, Path] = {}
@@ -111,7 +114,8 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
             continue
         stems[path.stem] = path
         summary.notes.extend((str(path), note) for note in notes)
-        labels, instances = label_cells(prob, thresholds, instance_method, min_cell_area)
+        labels, instances = label_cells(prob, thresholds, instance_method, min_cell_area,
+                                        edge_cells)
         cells = measure_cells(instances, labels, path.name, has_nucleus=prob.shape[-1] == 2)
         rows.extend(cells)
         summary.n_cells += len(cells)

@@ -30,8 +30,8 @@ from unet_keras.data.pipeline import TrainingBatches
 from unet_keras.dirlock import exclusive_dir
 from unet_keras.distribution import (DeviceError, EvenBatches, check_devices,  # noqa: F401
                                      data_parallel, undistributed)  # DeviceError: re-exported
-from unet_keras.evaluate import (score_probabilities, tune_postprocessing, write_json,
-                                 write_per_image_csv)
+from unet_keras.evaluate import (score_config, score_probabilities, tune_postprocessing,
+                                 write_json, write_per_image_csv)
 from unet_keras.image_io import atomic_write_text
 from unet_keras.inference import predict_probabilities
 from unet_keras.losses import BCEDiceLoss
@@ -250,6 +250,7 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
         "best_val_dice_at_0.5": state["best_score"],
         "thresholds": list(config.thresholds),
         "min_cell_area": config.min_cell_area,
+        "edge_cells": config.edge_cells,
         "train_seconds": round(state["train_seconds"], 1),
         "train_images_per_second": round(len(data.train) * epochs_run / seconds, 2),
         "val": val_summary,
@@ -294,7 +295,7 @@ def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, d
 
 
 def retune(run: str | Path, data: FoldData) -> dict:
-    """Tune a finished run's postprocessing (thresholds, ``min_cell_area``) on ``data.val``
+    """Tune a finished run's postprocessing (thresholds, object filters) on ``data.val``
     again and rescore ``data.test`` with it, as training ends; for runs trained before a
     postprocessing setting existed. Rewrites config.json, metrics.json and test_per_image.csv
     (each atomically) and returns the new metrics.
@@ -314,7 +315,7 @@ def retune(run: str | Path, data: FoldData) -> dict:
     val_summary, test_summary = _tune_and_score(load_model(run / "model.keras"), config, data, run)
     metrics = json.loads(metrics_path.read_text())
     metrics.update(thresholds=list(config.thresholds), min_cell_area=config.min_cell_area,
-                   val=val_summary, test=test_summary, retuned=True)
+                   edge_cells=config.edge_cells, val=val_summary, test=test_summary, retuned=True)
     write_json(metrics, metrics_path)
     return metrics
 
@@ -327,7 +328,6 @@ def _tune_and_score(model, config: UNetConfig, data: FoldData, run: Path) -> tup
     val_summary = tune_postprocessing(val_probs, data.val, config)
     config.save(run / CONFIG_FILENAME)
     test_probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
-    test_rows, test_summary = score_probabilities(test_probs, data.test, config.thresholds,
-                                                  config.min_cell_area)
+    test_rows, test_summary = score_config(test_probs, data.test, config)
     write_per_image_csv(test_rows, run / "test_per_image.csv")
     return val_summary, test_summary
