@@ -5,7 +5,7 @@
 
 For the augmentation ablation (stain jitter and zoom on or off): every run is scored on the same
 test images, each transformed by every condition in ``CONDITIONS``, with the model's own tuned
-postprocessing (thresholds, minimum cell area) and the scoring of ``unet-keras evaluate``
+postprocessing (thresholds, minimum cell area, edge cells) and the scoring of ``unet-keras evaluate``
 (``unet_keras.evaluate.score_probabilities``).
 
 The perturbations have no random draws, so they are the same in every invocation. Colour ones
@@ -326,8 +326,8 @@ def render_markdown(result: dict) -> str:
               for c in conditions]
     lines = ["# Robustness under controlled domain shift", "",
              f"Data: {result['data_source']}; test part of fold {result['fold']} "
-             f"({result['n_test_images']} images). Each model uses its own tuned thresholds "
-             f"and minimum cell area. Keras backend {result['keras_backend']}; "
+             f"({result['n_test_images']} images). Each model uses its own tuned thresholds, "
+             f"minimum cell area and edge-cell setting. Keras backend {result['keras_backend']}; "
              f"{result['machine']['cpu']['model']}; scoring took {result['seconds']} s.", "",
              "Whole-cell Dice (nucleus Dice for 2-channel models), mean over test images:", "",
              *_table(["condition", "parameters", *labels], dice),
