@@ -5,8 +5,8 @@
 
 For the augmentation ablation (stain jitter and zoom on or off): every run is scored on the same
 test images, each transformed by every condition in ``CONDITIONS``, with the model's own tuned
-postprocessing (thresholds, minimum cell area, edge cells) and the scoring of ``unet-keras evaluate``
-(``unet_keras.evaluate.score_probabilities``).
+postprocessing (thresholds, minimum cell area, edge cells) and the scoring of
+``unet-keras evaluate`` (``unet_keras.evaluate.score_config``).
 
 The perturbations have no random draws, so they are the same in every invocation. Colour ones
 are the training augmentation's own functions (``stain_jitter``, ``colour_jitter``) at fixed

@@ -14,7 +14,7 @@ MIN_CELL_AREA = 30
 INITS = ("he_normal", "pytorch")  # initial kernels; see unet_keras.model.kernel_initializer
 LR_SCHEDULES = ("plateau", "cosine")
 # "drop": cells touching the image edge are left out when another cell lies clear of it
-# (see unet_keras.postprocess.drop_edge_cells); "keep": every cell counts.
+# (see unet_keras.postprocess.edge_parts); "keep": every cell counts.
 EDGE_CELLS = ("keep", "drop")
 
 
