@@ -103,7 +103,7 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     import keras
 
     from unet_keras.data.pipeline import TrainingBatches
-    from unet_keras.evaluate import score_probabilities, tune_postprocessing, write_json
+    from unet_keras.evaluate import score_config, tune_postprocessing, write_json
     from unet_keras.image_io import atomic_path
     from unet_keras.inference import predict_probabilities
     from unet_keras.model import load_model
@@ -116,8 +116,7 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
                                  image_size=image_size or base.image_size, lr_schedule="cosine")
 
     probs = predict_probabilities(model, [e["image"] for e in val], config.multiple)
-    before = score_probabilities(probs, val, base.channel_thresholds(), base.min_cell_area,
-                                 base.edge_cells)[1]["whole_cell_dice"]
+    before = score_config(probs, val, base)[1]["whole_cell_dice"]
     keras.utils.set_random_seed(config.seed)
     batches = TrainingBatches(train, config, seed=config.seed)
     compile_model(model, config, len(batches))
