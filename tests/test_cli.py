@@ -94,3 +94,11 @@ def test_stain_flag_sets_the_recipe(flags, stain):
 
     args = build_parser().parse_args(["train", "--out", "x", *flags])
     assert _recipe_config(args).stain_augment is stain
+
+
+@pytest.mark.parametrize("flags, ema", [([], 0.0), (["--ema", "0.99"], 0.99)])
+def test_ema_flag_sets_the_recipe(flags, ema):
+    from unet_keras.cli import _recipe_config, build_parser
+
+    args = build_parser().parse_args(["cv", "--out", "x", *flags])
+    assert _recipe_config(args).ema == ema

@@ -103,7 +103,7 @@ def in_subprocess(function: str, *args: str, env: dict) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=600)
 
 
-def train_twice_interrupted(workdir: str) -> int:
+def train_twice_interrupted(workdir: str, ema: str = "0") -> int:
     """The same 3-epoch run twice, each interrupted (KeyboardInterrupt, as Ctrl-C would) and
     resumed: "after_training" while scoring the test fold, after its last epoch, so its training
     ran straight through; "mid_epoch" inside a batch of epoch 2."""
@@ -115,7 +115,7 @@ def train_twice_interrupted(workdir: str) -> int:
     from unet_keras.train import train
 
     workdir = Path(workdir)
-    config = dict(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=3)
+    config = dict(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=3, ema=float(ema))
     data = load_fold(UNetConfig(**config), synthetic=True)
     getitem, tune, calls = TrainingBatches.__getitem__, unet_keras.train.tune_postprocessing, [0]
 
@@ -145,9 +145,12 @@ def train_twice_interrupted(workdir: str) -> int:
     return 0
 
 
-def test_resume_continues_exactly(tmp_path, jax_cache):
-    """Interrupted mid-epoch and resumed == trained straight through, to the last bit."""
-    done = in_subprocess("train_twice_interrupted", str(tmp_path), env=jax_cache)
+@pytest.mark.parametrize("ema", ["0", "0.9"], ids=["raw-weights", "weight-average"])
+def test_resume_continues_exactly(tmp_path, jax_cache, ema):
+    """Interrupted mid-epoch and resumed == trained straight through, to the last bit; also
+    with a moving average of the weights, whose checkpoint holds the raw weights and the
+    average apart."""
+    done = in_subprocess("train_twice_interrupted", str(tmp_path), ema, env=jax_cache)
     assert done.returncode == 0, done.stderr[-3000:]
     for name, epochs_done in [("after_training", 3), ("mid_epoch", 1)]:
         assert json.loads((tmp_path / f"{name}.json").read_text())["epochs_done"] == epochs_done
@@ -256,3 +259,48 @@ def test_training_into_a_running_run_is_refused(tmp_path, capsys, args):
     assert code == cli.EXIT_BUSY == 5
     assert (f"{partial}: another `unet-keras train` (pid {os.getpid()}) is writing to this directory"
             in capsys.readouterr().err)
+
+
+def test_weight_average_is_what_validation_scores_and_the_run_keeps(tmp_path, monkeypatch):
+    """With ``ema``, the epoch's validation Dice and model.keras come from the optimizer's moving
+    average of the weights, while checkpoint.npz keeps the raw weights to continue from."""
+    import keras
+
+    from unet_keras.checkpoint import read_checkpoint, restore
+    from unet_keras.data.loading import load_fold
+    from unet_keras.evaluate import score_probabilities
+    from unet_keras.inference import predict_probabilities
+    from unet_keras.model import build_unet, load_model
+    import unet_keras.train
+    from unet_keras.train import compile_model, train
+
+    def stop(*args):
+        raise KeyboardInterrupt
+
+    config = UNetConfig(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=1, ema=0.5)
+    data = load_fold(config, synthetic=True)
+    # Stopped when it comes to scoring, so that the run keeps its checkpoint (in run.partial).
+    monkeypatch.setattr(unet_keras.train, "tune_postprocessing", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, data, tmp_path / "run", verbose=0)
+
+    model = build_unet(config)
+    compile_model(model, config, steps_per_epoch=1)
+    checkpoint = read_checkpoint(tmp_path / "run.partial" / "checkpoint.npz")
+    (tmp_path / "restored").mkdir()  # restore rewrites model.keras and history.csv there
+    restore(model, checkpoint, tmp_path / "restored")
+    raw = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    average = [keras.ops.convert_to_numpy(v)
+               for v in model.optimizer._model_variables_moving_average]
+    kept = [keras.ops.convert_to_numpy(v) for v in load_model(tmp_path / "run.partial" / "model.keras")
+            .trainable_variables]
+    assert len(raw) == len(average) == len(kept) > 10
+    assert any(not np.allclose(r, a) for r, a in zip(raw, average))  # the average is not the raw
+    for k, a in zip(kept, average):
+        np.testing.assert_array_equal(k, a)  # one epoch, so the kept epoch is the last
+
+    kept_model = load_model(tmp_path / "run.partial" / "model.keras")
+    probs = predict_probabilities(kept_model, [e["image"] for e in data.val], config.multiple)
+    val_dice = score_probabilities(probs, data.val, (0.5,) * config.out_channels)[1]["whole_cell_dice"]
+    logged = float(history_rows(tmp_path / "run.partial" / "history.csv")[0]["val_dice"])
+    assert logged == pytest.approx(val_dice, abs=1e-6)

@@ -134,8 +134,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, run: Path, batches, plateau=None, state: dict | None = None,
-                 best: list[np.ndarray] | None = None):
+                 best: list[np.ndarray] | None = None, averaged=None):
         super().__init__()
+        self.averaged = averaged  # train.AveragedWeights, when the epoch's model is an average
         self.run = Path(run)
         self.batches = batches
         self.plateau = plateau
@@ -169,6 +170,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.diverged = f"epoch {epoch + 1}: loss {logs['loss']}"
         if self.diverged is not None:
             self.model.stop_training = True
+            if self.averaged is not None:
+                self.averaged.raw()
             return
         state = self.state
         state["train_seconds"] += time.perf_counter() - self._started
@@ -178,6 +181,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             state["best_score"], state["best_epoch"] = score, epoch + 1
             self.best = _values(self.model.variables)
             save_model(self.model, self.run / MODEL_FILENAME)
+        if self.averaged is not None:
+            self.averaged.raw()  # the state to continue from holds the trained weights
         state["epochs_done"] = epoch + 1
         state["batches"] = self.batches.get_state()
         if self.plateau is not None:

@@ -42,7 +42,7 @@ RECIPE_FLAGS = {
     "depth": "depth", "base_filters": "base_filters", "max_filters": "max_filters",
     "dropout": "dropout",
     "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
-    "init": "init", "class_balance": "class_balance",
+    "init": "init", "class_balance": "class_balance", "ema": "ema",
 }
 
 
@@ -63,6 +63,9 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help=f"default {DEFAULTS.lr_schedule}")
+    p.add_argument("--ema", type=float, metavar="M",
+                   help="validate and keep an exponential moving average of the weights with "
+                        f"momentum M (0.99: over ~100 steps; 0: off); default {DEFAULTS.ema}")
     p.add_argument("--image-size", type=int, help=f"default {DEFAULTS.image_size}")
     p.add_argument("--depth", type=int, help=f"default {DEFAULTS.depth}")
     p.add_argument("--base-filters", type=int, help=f"default {DEFAULTS.base_filters}")

@@ -64,6 +64,9 @@ class UNetConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     lr_schedule: str = "plateau"  # "plateau" or "cosine"
+    # Momentum of an exponential moving average of the weights, updated every step; validation,
+    # the kept epoch and the saved model use the average (0: off, the raw weights).
+    ema: float = 0.0
     seed: int = 0
     # Post-processing, tuned on validation data after training.
     thresholds: tuple[float, ...] = (0.5,)
@@ -104,6 +107,8 @@ class UNetConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule={self.lr_schedule!r} (expected one of "
                             f"{', '.join(LR_SCHEDULES)})")
+        if not 0.0 <= self.ema < 1.0:
+            problems.append(f"ema={self.ema} (expected 0 <= ema < 1; 0: off)")
         if len(self.thresholds) not in (1, self.out_channels):
             problems.append(f"thresholds={self.thresholds} (expected 1 or {self.out_channels} values)")
         if self.min_cell_area < 0:

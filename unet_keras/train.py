@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from unet_keras.checkpoint import (CHECKPOINT_FILENAME, EpochCheckpoint, assign, new_state,
                                    read_checkpoint, restore)
@@ -49,6 +50,37 @@ class RunDirError(ValueError):
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or Inf; the run's last good checkpoint is kept in ``.partial``."""
+
+
+class AveragedWeights(keras.callbacks.Callback):
+    """With ``config.ema``: at the end of every epoch, puts the optimizer's moving average of
+    the weights into the model, so that the callbacks after it (``ValidationDice``, the
+    checkpoint's best model) see the averaged model; ``raw()`` puts the trained weights back,
+    which the checkpoint calls before it saves the state a resumed run continues from.
+
+    Batch-norm statistics are not averaged: they are the running means of the raw weights'
+    activations, close to the average's once the learning rate is small.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._raw: list | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = self.model.trainable_variables
+        averages = self.model.optimizer._model_variables_moving_average  # Keras 3's EMA slots
+        # Host copies both ways: the JAX trainer donates the variables' device buffers to the
+        # next step, so no two variables may share one (as ``finalize_variable_values`` makes
+        # them do).
+        self._raw = [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
+        for variable, average in zip(variables, averages, strict=True):
+            variable.assign(np.array(keras.ops.convert_to_numpy(average)))
+
+    def raw(self) -> None:
+        if self._raw is not None:
+            for variable, value in zip(self.model.trainable_variables, self._raw):
+                variable.assign(value)
+            self._raw = None
 
 
 class ValidationDice(keras.callbacks.Callback):
@@ -95,7 +127,8 @@ def compile_model(model: keras.Model, config: UNetConfig, steps_per_epoch: int) 
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=config.epochs * steps_per_epoch,
                                                     alpha=0.01)
     model.compile(
-        optimizer=keras.optimizers.Adam(lr),
+        optimizer=keras.optimizers.Adam(lr, use_ema=config.ema > 0,
+                                        ema_momentum=config.ema or 0.99),
         loss=BCEDiceLoss(smooth=config.dice_smooth, bce_weight=config.bce_weight,
                          dice_weight=config.dice_weight),
     )
@@ -283,8 +316,10 @@ def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, d
     if config.lr_schedule == "plateau":
         plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_dice", mode="max", factor=0.5,
                                                     patience=5, min_lr=1e-5)
-    saver = EpochCheckpoint(run, batches, plateau, state, best)
-    callbacks = [ValidationDice(data.val, config), *([plateau] if plateau else []), saver]
+    averaged = AveragedWeights() if config.ema else None
+    saver = EpochCheckpoint(run, batches, plateau, state, best, averaged)
+    callbacks = [*([averaged] if averaged else []), ValidationDice(data.val, config),
+                 *([plateau] if plateau else []), saver]
     log.info("training on %s", data.source)
     # shuffle=False: TrainingBatches reshuffles the examples every epoch from its own RNG, which
     # the checkpoint saves; Keras' extra shuffling of batch indices draws from the global RNG,
