@@ -107,13 +107,15 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     from unet_keras.image_io import atomic_path
     from unet_keras.inference import predict_probabilities
     from unet_keras.model import load_model
-    from unet_keras.train import ValidationDice, compile_model
+    from unet_keras.callbacks import ValidationDice
+    from unet_keras.train import compile_model
 
     model_path, base = resolve_run(model_path)  # the config.json (or model card) beside it
     print(f"Keras backend: {keras.backend.backend()}")
     model = load_model(model_path)
     config = dataclasses.replace(base, epochs=epochs, learning_rate=lr, batch_size=batch_size,
-                                 image_size=image_size or base.image_size, lr_schedule="cosine")
+                                 image_size=image_size or base.image_size, lr_schedule="cosine",
+                                 ema=0.0)  # this short schedule keeps the raw weights
 
     probs = predict_probabilities(model, [e["image"] for e in val], config.multiple)
     before = score_config(probs, val, base)[1]["whole_cell_dice"]

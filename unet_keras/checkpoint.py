@@ -136,7 +136,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def __init__(self, run: Path, batches, plateau=None, state: dict | None = None,
                  best: list[np.ndarray] | None = None, averaged=None):
         super().__init__()
-        self.averaged = averaged  # train.AveragedWeights, when the epoch's model is an average
+        self.averaged = averaged  # callbacks.AveragedWeights, when the epoch's model is an average
         self.run = Path(run)
         self.batches = batches
         self.plateau = plateau
