@@ -102,12 +102,12 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     """Fine-tune, keep the best epoch on validation Dice, tune thresholds, write ``out``."""
     import keras
 
+    from unet_keras.callbacks import ValidationDice
     from unet_keras.data.pipeline import TrainingBatches
     from unet_keras.evaluate import score_config, tune_postprocessing, write_json
     from unet_keras.image_io import atomic_path
     from unet_keras.inference import predict_probabilities
     from unet_keras.model import load_model
-    from unet_keras.callbacks import ValidationDice
     from unet_keras.train import compile_model
 
     model_path, base = resolve_run(model_path)  # the config.json (or model card) beside it

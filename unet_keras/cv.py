@@ -175,7 +175,8 @@ def _describe(r: dict) -> str:
             f"{f' (at most {cap} a level)' if (cap := r.get('max_filters')) else ''}, "
             f"{r['out_channels']} output channel(s), {r['image_size']} px crops, {r['epochs']} "
             f"epochs, batch {r['batch_size']}, Adam lr {r['learning_rate']:g} "
-            f"({r['lr_schedule']}{f', weight EMA {ema:g}' if (ema := r.get('ema')) else ''}), dropout {r['dropout']:g}, augmentation "
+            f"({r['lr_schedule']}{f', weight EMA {ema:g}' if (ema := r.get('ema')) else ''}), "
+            f"dropout {r['dropout']:g}, augmentation "
             f"{'on' if r['augment'] else 'off'}, seed {r['seed']}; {r['num_folds']} folds "
             f"(split seed {r['split_seed']}, {r['val_fraction']:.0%} of the rest for validation)")
 
