@@ -270,8 +270,8 @@ def test_weight_average_is_what_validation_scores_and_the_run_keeps(tmp_path, mo
     from unet_keras.data.loading import load_fold
     from unet_keras.evaluate import score_probabilities
     from unet_keras.inference import predict_probabilities
-    from unet_keras.model import build_unet, load_model
     import unet_keras.train
+    from unet_keras.model import build_unet, load_model
     from unet_keras.train import compile_model, train
 
     def stop(*args):
@@ -292,14 +292,13 @@ def test_weight_average_is_what_validation_scores_and_the_run_keeps(tmp_path, mo
     raw = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
     average = [keras.ops.convert_to_numpy(v)
                for v in model.optimizer._model_variables_moving_average]
-    kept = [keras.ops.convert_to_numpy(v) for v in load_model(tmp_path / "run.partial" / "model.keras")
-            .trainable_variables]
+    kept_model = load_model(tmp_path / "run.partial" / "model.keras")
+    kept = [keras.ops.convert_to_numpy(v) for v in kept_model.trainable_variables]
     assert len(raw) == len(average) == len(kept) > 10
     assert any(not np.allclose(r, a) for r, a in zip(raw, average))  # the average is not the raw
     for k, a in zip(kept, average):
         np.testing.assert_array_equal(k, a)  # one epoch, so the kept epoch is the last
 
-    kept_model = load_model(tmp_path / "run.partial" / "model.keras")
     probs = predict_probabilities(kept_model, [e["image"] for e in data.val], config.multiple)
     val_dice = score_probabilities(probs, data.val, (0.5,) * config.out_channels)[1]["whole_cell_dice"]
     logged = float(history_rows(tmp_path / "run.partial" / "history.csv")[0]["val_dice"])

@@ -4,8 +4,8 @@ the moving average of the weights that it then scores."""
 from __future__ import annotations
 
 import keras
-import numpy as np
 
+from unet_keras.checkpoint import host_copies
 from unet_keras.config import UNetConfig
 from unet_keras.distribution import undistributed
 from unet_keras.evaluate import score_probabilities
@@ -32,9 +32,9 @@ class AveragedWeights(keras.callbacks.Callback):
         # Host copies both ways: the JAX trainer donates the variables' device buffers to the
         # next step, so no two variables may share one (as ``finalize_variable_values`` makes
         # them do).
-        self._raw = [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
-        for variable, average in zip(variables, averages, strict=True):
-            variable.assign(np.array(keras.ops.convert_to_numpy(average)))
+        self._raw = host_copies(variables)
+        for variable, average in zip(variables, host_copies(averages), strict=True):
+            variable.assign(average)
 
     def raw(self) -> None:
         if self._raw is not None:

@@ -56,13 +56,15 @@ def new_state() -> dict:
             "train_seconds": 0.0, "resumed_after": [], "plateau": None, "batches": None}
 
 
-def _values(variables) -> list[np.ndarray]:
+def host_copies(variables) -> list[np.ndarray]:
+    """Numpy copies of variables' values, owning their memory (device buffers may be donated)."""
     return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
 
 
 def write_checkpoint(path: Path, model: keras.Model, best: list[np.ndarray], state: dict) -> None:
-    arrays = {f"model_{i:04d}": v for i, v in enumerate(_values(model.variables))}
-    arrays.update({f"optimizer_{i:04d}": v for i, v in enumerate(_values(model.optimizer.variables))})
+    arrays = {f"model_{i:04d}": v for i, v in enumerate(host_copies(model.variables))}
+    optimizer = host_copies(model.optimizer.variables)
+    arrays.update({f"optimizer_{i:04d}": v for i, v in enumerate(optimizer)})
     arrays.update({f"best_{i:04d}": v for i, v in enumerate(best)})
     arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
     with atomic_output(path) as handle:
@@ -179,7 +181,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         score = logs.get("val_dice")
         if score is not None and (state["best_score"] is None or score > state["best_score"]):
             state["best_score"], state["best_epoch"] = score, epoch + 1
-            self.best = _values(self.model.variables)
+            self.best = host_copies(self.model.variables)
             save_model(self.model, self.run / MODEL_FILENAME)
         if self.averaged is not None:
             self.averaged.raw()  # the state to continue from holds the trained weights
