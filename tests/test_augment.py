@@ -10,6 +10,7 @@ from scipy import ndimage as ndi
 from skimage.color import hed2rgb, rgb2hed
 
 from unet_keras.data.augment import (
+    ELASTIC_GRID,
     AugmentParams,
     Augmenter,
     colour_jitter,
@@ -121,11 +122,12 @@ def test_identity_params_equal_fit_to_size(shape):
     np.testing.assert_array_equal(center[1], expected[1])
 
 
-def test_mask_stays_on_the_pixels_it_labels(smear):
+@pytest.mark.parametrize("elastic", [0.0, 4.0])
+def test_mask_stays_on_the_pixels_it_labels(smear, elastic):
     image, mask = smear
     marked = image.copy()
     marked[mask == 2] = (0, 255, 0)  # a colour nothing else in the smear has
-    augmenter = Augmenter(128, seed=3, **GEOMETRY_ONLY)
+    augmenter = Augmenter(128, seed=3, elastic=elastic, **GEOMETRY_ONLY)
     for _ in range(6):
         x, y = augmenter(marked, mask)
         green = np.linalg.norm(x - np.array([0, 1, 0], np.float32), axis=2) < 0.5
@@ -136,12 +138,13 @@ def test_mask_stays_on_the_pixels_it_labels(smear):
         assert not ((green ^ nucleus) & ~border).any()
 
 
-def test_mask_and_image_centroids_agree_to_a_fraction_of_a_pixel(smear):
+@pytest.mark.parametrize("elastic", [0.0, 4.0])
+def test_mask_and_image_centroids_agree_to_a_fraction_of_a_pixel(smear, elastic):
     # Finer than the 1 px border above: reading the mask at the floor of each coordinate, not
     # the nearest pixel, moves it by ~0.6 px on average; correct sampling stays near 0.1 px.
     _, mask = smear
     indicator = np.repeat((mask == 2)[..., None] * 255, 3, axis=2).astype(np.uint8)
-    augmenter = Augmenter(128, seed=3, **GEOMETRY_ONLY)
+    augmenter = Augmenter(128, seed=3, elastic=elastic, **GEOMETRY_ONLY)
     gaps = []
     for _ in range(10):
         x, y = augmenter(indicator, mask)
@@ -157,6 +160,35 @@ def test_zoom_by_two_quadruples_a_centred_disc():
     _, y = Augmenter(128).apply(image, mask, AugmentParams(scale=2.0))
     area = np.pi * 20**2  # radius 10 drawn twice as large: about 1257 px
     assert abs(int(y.sum()) - area) < 0.05 * area
+
+
+def test_elastic_lattice_of_one_offset_translates_exactly(smear):
+    # The interpolation weights sum to 1, so the same displacement at every lattice point
+    # moves every output pixel by it: +3 rows, -2 cols reads the input 3 rows down, 2 left.
+    image, mask = smear
+    shifted = (3.0,) * ELASTIC_GRID**2 + (-2.0,) * ELASTIC_GRID**2
+    x, y = Augmenter(120).apply(image, mask, AugmentParams(elastic=shifted))
+    np.testing.assert_array_equal(y[:-3, 2:], mask[3:, :-2])
+    np.testing.assert_allclose(x[:-3, 2:], to_model_input(image)[3:, :-2], atol=1e-6)
+    zero = Augmenter(120).apply(image, mask, AugmentParams(elastic=(0.0,) * 2 * ELASTIC_GRID**2))
+    np.testing.assert_array_equal(zero[1], mask)
+
+
+def test_elastic_bends_cells_without_moving_the_other_draws(smear):
+    image, mask = smear
+    plain, bent = Augmenter(128, seed=5), Augmenter(128, seed=5, elastic=4.0)
+    for _ in range(3):
+        a, b = plain.sample(mask.shape), bent.sample(mask.shape)
+        assert a.elastic == () and len(b.elastic) == 2 * ELASTIC_GRID**2
+        assert dataclasses.replace(b, elastic=()) == a
+        sd = float(np.std(b.elastic))
+        assert 2.0 < sd < 6.0  # about the 4 px asked for, from 32 draws
+        y_plain, y_bent = plain.apply(image, mask, a)[1], bent.apply(image, mask, b)[1]
+        changed = np.mean(y_plain != y_bent)
+        assert 0.005 < changed < 0.2  # outlines move, the cells stay where they were
+        # Same labels, and about the same cell area (no cell torn or swallowed).
+        assert set(np.unique(y_bent)) == set(np.unique(y_plain))
+        assert abs(int((y_bent > 0).sum()) - int((y_plain > 0).sum())) < 0.15 * (y_plain > 0).sum()
 
 
 def test_colour_changes_the_image_but_not_the_mask(smear):
@@ -210,5 +242,7 @@ def test_disabled_options_leave_identity_params():
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="scale_range"):
         Augmenter(128, scale_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match="elastic"):
+        Augmenter(128, elastic=-1.0)
     with pytest.raises(ValueError, match="mask shape"):
         Augmenter(128)(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 11), np.uint8))

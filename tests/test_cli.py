@@ -96,9 +96,12 @@ def test_stain_flag_sets_the_recipe(flags, stain):
     assert _recipe_config(args).stain_augment is stain
 
 
-@pytest.mark.parametrize("flags, ema", [([], 0.0), (["--ema", "0.99"], 0.99)])
-def test_ema_flag_sets_the_recipe(flags, ema):
+@pytest.mark.parametrize("flags, field, value", [
+    ([], "ema", 0.0), (["--ema", "0.99"], "ema", 0.99),
+    ([], "elastic", 0.0), (["--elastic", "3"], "elastic", 3.0),
+])
+def test_recipe_flags_set_the_recipe(flags, field, value):
     from unet_keras.cli import _recipe_config, build_parser
 
     args = build_parser().parse_args(["cv", "--out", "x", *flags])
-    assert _recipe_config(args).ema == ema
+    assert getattr(_recipe_config(args), field) == value

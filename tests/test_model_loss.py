@@ -31,6 +31,8 @@ def test_config_rejects_bad_values(tmp_path):
         UNetConfig(init="glorot")
     with pytest.raises(ConfigError, match=r"ema=1.0 \(expected 0 <= ema < 1"):
         UNetConfig(ema=1.0)
+    with pytest.raises(ConfigError, match=r"elastic=-2.0 \(expected a standard deviation >= 0"):
+        UNetConfig(elastic=-2.0)
     with pytest.raises(ConfigError, match="max_filters=8 .*base_filters 12"):
         UNetConfig(max_filters=8)
     (tmp_path / "config.json").write_text('{"depth": 2, "colour": "red"}')

@@ -72,3 +72,10 @@ def test_one_class_is_a_plain_shuffle():
 def test_class_balance_outside_0_1_is_refused():
     with pytest.raises(ConfigError, match="class_balance=1.5"):
         UNetConfig(class_balance=1.5)
+
+
+def test_elastic_reaches_the_augmenter_only_with_augmentation():
+    recipe = dict(depth=2, image_size=24, batch_size=4, elastic=3.0)
+    assert TrainingBatches(examples(), UNetConfig(**recipe)).augmenter.elastic == 3.0
+    plain = TrainingBatches(examples(), UNetConfig(**recipe, augment=False))
+    assert plain.augmenter.elastic == 0.0

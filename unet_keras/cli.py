@@ -42,7 +42,7 @@ RECIPE_FLAGS = {
     "depth": "depth", "base_filters": "base_filters", "max_filters": "max_filters",
     "dropout": "dropout",
     "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
-    "init": "init", "class_balance": "class_balance", "ema": "ema",
+    "init": "init", "class_balance": "class_balance", "ema": "ema", "elastic": "elastic",
 }
 
 
@@ -88,6 +88,9 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help=f"zoom range of the augmentation (1 1: none); default "
                         f"{DEFAULTS.scale_range[0]} {DEFAULTS.scale_range[1]}")
+    p.add_argument("--elastic", type=float, metavar="PX",
+                   help="smooth elastic deformation of each training crop: the sd of the "
+                        f"displacement in pixels (0: none); default {DEFAULTS.elastic}")
     p.add_argument("--seed", type=int, help=f"default {DEFAULTS.seed}")
     p.add_argument("--devices", type=int, default=1,
                    help="data-parallel training over the first N devices (JAX backend; the "

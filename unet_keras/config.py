@@ -59,6 +59,7 @@ class UNetConfig:
     stain_augment: bool = False  # haematoxylin-eosin-DAB jitter (colour jitter stays on)
     scale_range: tuple[float, float] = (0.5, 2.0)  # zoom; another scanner, another magnification
     class_balance: float = 0.0  # draw examples with probability ~ (cell-type count) ** -this
+    elastic: float = 0.0  # sd (px) of a smooth elastic displacement of each crop (0: none)
     # Optimisation.
     epochs: int = 50
     batch_size: int = 16
@@ -107,6 +108,9 @@ class UNetConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule={self.lr_schedule!r} (expected one of "
                             f"{', '.join(LR_SCHEDULES)})")
+        if not self.elastic >= 0.0:
+            problems.append(f"elastic={self.elastic} (expected a standard deviation >= 0, "
+                            "in pixels; 0: off)")
         if not 0.0 <= self.ema < 1.0:
             problems.append(f"ema={self.ema} (expected 0 <= ema < 1; 0: off)")
         if len(self.thresholds) not in (1, self.out_channels):

@@ -38,7 +38,8 @@ class TrainingBatches(keras.utils.PyDataset):
             config.image_size, flips=config.augment, rot90=config.augment,
             free_rotation=config.augment,
             scale_range=config.scale_range if config.augment else (1.0, 1.0),
-            stain=config.augment and config.stain_augment, colour=config.augment, seed=seed,
+            stain=config.augment and config.stain_augment, colour=config.augment,
+            elastic=config.elastic if config.augment else 0.0, seed=seed,
         )
         self.rng = np.random.default_rng(seed)
         self.weights = class_weights(examples, config.class_balance)
