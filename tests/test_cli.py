@@ -90,10 +90,10 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("flags, stain", [([], False), (["--stain"], True), (["--no-stain"], False)])
 def test_stain_flag_sets_the_recipe(flags, stain):
-    from unet_keras.cli import _recipe_config, build_parser
+    from unet_keras.cli_parser import build_parser, recipe_config
 
     args = build_parser().parse_args(["train", "--out", "x", *flags])
-    assert _recipe_config(args).stain_augment is stain
+    assert recipe_config(args).stain_augment is stain
 
 
 @pytest.mark.parametrize("flags, field, value", [
@@ -101,7 +101,7 @@ def test_stain_flag_sets_the_recipe(flags, stain):
     ([], "elastic", 0.0), (["--elastic", "3"], "elastic", 3.0),
 ])
 def test_recipe_flags_set_the_recipe(flags, field, value):
-    from unet_keras.cli import _recipe_config, build_parser
+    from unet_keras.cli_parser import build_parser, recipe_config
 
     args = build_parser().parse_args(["cv", "--out", "x", *flags])
-    assert getattr(_recipe_config(args), field) == value
+    assert getattr(recipe_config(args), field) == value

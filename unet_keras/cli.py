@@ -20,164 +20,27 @@ See docs/reliability.md for every bad input and what it produces.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
 import unet_keras  # noqa: F401  (sets the default KERAS_BACKEND before keras is imported)
-from unet_keras.config import (EDGE_CELLS, INITS, LR_SCHEDULES, ConfigError, UNetConfig,
-                               resolve_run)
+from unet_keras.cli_parser import RECIPE_FLAGS, build_parser, recipe_config
+from unet_keras.config import UNetConfig, resolve_run
 from unet_keras.dirlock import OutputBusyError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
-DEFAULTS = UNetConfig()
-# Training flags that set the recipe (argparse dest -> UNetConfig field); --resume takes the
-# recipe from the run's config.json, so they cannot be combined with it.
-RECIPE_FLAGS = {
-    "dataset": "dataset", "fold": "fold", "epochs": "epochs", "batch_size": "batch_size",
-    "lr": "learning_rate", "lr_schedule": "lr_schedule", "image_size": "image_size",
-    "depth": "depth", "base_filters": "base_filters", "max_filters": "max_filters",
-    "dropout": "dropout",
-    "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
-    "init": "init", "class_balance": "class_balance", "ema": "ema", "elastic": "elastic",
-}
 
 
 class UsageError(ValueError):
     """Options that cannot go together; exit code 2."""
 
 
-def _add_training_options(p, fold: bool = True) -> None:
-    """The data, recipe and device options of `train`; `cv` shares them (less --fold)."""
-    p.add_argument("--data-dir", help="dataset root (default: $WBC_DATA_DIR, ../shared/...)")
-    p.add_argument("--synthetic", action="store_true", help="train on the synthetic set")
-    p.add_argument("--dataset", choices=["dataset1", "dataset2"],
-                   help=f"default {DEFAULTS.dataset}")
-    if fold:
-        p.add_argument("--fold", type=int, help=f"default {DEFAULTS.fold}")
-    p.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs}")
-    p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS.batch_size}")
-    p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
-                   help=f"default {DEFAULTS.lr_schedule}")
-    p.add_argument("--ema", type=float, metavar="M",
-                   help="validate and keep an exponential moving average of the weights with "
-                        f"momentum M (0.99: over ~100 steps; 0: off); default {DEFAULTS.ema}")
-    p.add_argument("--image-size", type=int, help=f"default {DEFAULTS.image_size}")
-    p.add_argument("--depth", type=int, help=f"default {DEFAULTS.depth}")
-    p.add_argument("--base-filters", type=int, help=f"default {DEFAULTS.base_filters}")
-    p.add_argument("--max-filters", type=int,
-                   help="cap on any level's filters (0: none; a cap shrinks the deep levels, "
-                        f"which hold most parameters); default {DEFAULTS.max_filters}")
-    p.add_argument("--dropout", type=float, help=f"default {DEFAULTS.dropout}")
-    p.add_argument("--out-channels", type=int, choices=[1, 2],
-                   help=f"default {DEFAULTS.out_channels}")
-    p.add_argument("--init", choices=INITS,
-                   help=f"initial kernels (pytorch: uniform +-1/sqrt(fan_in)); default {DEFAULTS.init}")
-    p.add_argument("--class-balance", type=float, metavar="A",
-                   help="draw training images with probability ~ (count of their cell type) ** -A "
-                        f"(0: each once an epoch; 0.5: rare types more often); default "
-                        f"{DEFAULTS.class_balance}")
-    p.add_argument("--no-augment", action="store_true", help="no augmentation at all")
-    p.add_argument("--stain", action=argparse.BooleanOptionalAction, default=None,
-                   help="haematoxylin-eosin-DAB stain jitter on top of the colour jitter "
-                        f"(--no-stain: without); default {'on' if DEFAULTS.stain_augment else 'off'}")
-    p.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                   help=f"zoom range of the augmentation (1 1: none); default "
-                        f"{DEFAULTS.scale_range[0]} {DEFAULTS.scale_range[1]}")
-    p.add_argument("--elastic", type=float, metavar="PX",
-                   help="smooth elastic deformation of each training crop: the sd of the "
-                        f"displacement in pixels (0: none); default {DEFAULTS.elastic}")
-    p.add_argument("--seed", type=int, help=f"default {DEFAULTS.seed}")
-    p.add_argument("--devices", type=int, default=1,
-                   help="data-parallel training over the first N devices (JAX backend; the "
-                        "batch size must divide by N); default 1")
-
-
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a U-Net on one fold, or resume an interrupted run")
-    _add_training_options(p)
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--out", help="run directory to create (runs/NAME)")
-    target.add_argument("--resume", metavar="RUN",
-                        help="continue the interrupted run RUN (runs/NAME, kept as "
-                             "runs/NAME.partial) from its last complete epoch, with its recipe")
-
-
-def _add_cv(sub) -> None:
-    p = sub.add_parser("cv", help="k-fold cross-validation: train every fold, report mean ± sd")
-    _add_training_options(p, fold=False)
-    p.add_argument("--folds", help="comma-separated test folds to train (default: all)")
-    p.add_argument("--out", required=True,
-                   help="directory for fold-k/ runs and cv.json, CV.md, cv_folds.png")
-    p.add_argument("--aggregate-only", action="store_true",
-                   help="only re-render the report from the complete folds in --out")
-
-
-def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a model on a test fold")
-    p.add_argument("--model", required=True, help="model.keras or its run directory")
-    p.add_argument("--data-dir")
-    p.add_argument("--synthetic", action="store_true")
-    p.add_argument("--fold", type=int, help="default: the fold in the model's config.json")
-    p.add_argument("--out", help="directory for metrics.json and per_image.csv (default: beside the model)")
-    p.add_argument("--tta", action="store_true",
-                   help="average the 8 flips and 90-degree turns (8x the inference time)")
-
-
-def _add_tune(sub) -> None:
-    p = sub.add_parser("tune", help="tune a finished run's postprocessing again on its "
-                                    "validation images and rescore its test fold")
-    p.add_argument("--model", required=True, help="a run directory written by `unet-keras train`")
-    p.add_argument("--data-dir")
-    p.add_argument("--synthetic", action="store_true")
-
-
-def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="segment images and measure each cell")
-    p.add_argument("inputs", nargs="+", help="image files or directories")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", help="model.keras or its run directory "
-                                        "(default: the shipped pretrained model, as ONNX)")
-    source.add_argument("--onnx", help="an ONNX file from `unet-keras export`")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
-    p.add_argument("--instances", default="watershed", choices=["watershed", "components"])
-    p.add_argument("--edge-cells", choices=EDGE_CELLS,
-                   help="drop: leave out cells cut by the image edge when another cell is clear "
-                        "of it; keep: measure every cell (default: the model's tuned setting)")
-    p.add_argument("--tile", type=int, default=1024,
-                   help="images whose padded side exceeds this run tile by tile (default 1024)")
-    p.add_argument("--tta", action="store_true",
-                   help="with --model: average the 8 flips and 90-degree turns of images up to "
-                        "one tile (8x the inference time)")
-
-
-def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a .keras model to ONNX, checked against Keras")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--route", default="tf2onnx", choices=["tf2onnx", "jax2onnx"])
-    p.add_argument("--opset", type=int)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
-    p.add_argument("--data-dir", help="Dataset 1 root, for the int8/fp16 Dice check")
-
-
 def resolve_model(path: str) -> tuple[Path, UNetConfig]:
     """A .keras file or run directory -> (model path, config from the config.json beside it)."""
     return resolve_run(path)
-
-
-def _recipe_config(args) -> UNetConfig:
-    """The UNetConfig of the recipe flags given (defaults for the others)."""
-    recipe = {field: getattr(args, dest) for dest, field in RECIPE_FLAGS.items()
-              if getattr(args, dest, None) is not None}
-    if args.stain is not None:
-        recipe["stain_augment"] = args.stain
-    return UNetConfig(**recipe, augment=not args.no_augment)
 
 
 def cmd_train(args) -> int:
@@ -198,7 +61,7 @@ def cmd_train(args) -> int:
         data_dir = args.data_dir or data_args.get("data_dir")
         synthetic = args.synthetic or bool(data_args.get("synthetic"))
     else:
-        config = _recipe_config(args)
+        config = recipe_config(args)
         out = Path(args.out)
         check_new_run(out)  # before the data load, which takes a while
         data_dir, synthetic = args.data_dir, args.synthetic
@@ -228,7 +91,7 @@ def cmd_cv(args) -> int:
                              f"{' '.join(given)}")
         summary = aggregate(args.out)
     else:
-        config = _recipe_config(args)
+        config = recipe_config(args)
         summary = run_cv(config, args.out, parse_folds(args.folds, config.num_folds),
                          args.data_dir, args.synthetic, args.devices, progress=print)
     mean, sd = summary["mean"], summary["sd"]
@@ -388,20 +251,8 @@ COMMANDS = {"train": cmd_train, "cv": cmd_cv, "evaluate": cmd_evaluate, "tune": 
             "predict": cmd_predict, "export": cmd_export}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unet-keras", description=__doc__.splitlines()[0],
-                                     epilog="Exit codes: 0 ok, 1 bad input or failed run, 2 usage, "
-                                            "3 some predict inputs refused, 4 training diverged "
-                                            "(NaN), 5 output in use by another run, 130 interrupted.")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_cv, _add_evaluate, _add_tune, _add_predict, _add_export):
-        add(sub)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(__doc__.splitlines()[0]).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     prefix = f"unet-keras {args.command}: error:"
