@@ -1,7 +1,7 @@
 """The PyTorch reference column: ``TorchUNet`` trained with the seed's recipe on the project's folds.
 
     python -m benchmarks.torch_reference --folds 0,1,2,3,4 --out DIR [--epochs 50] [--threads 2]
-        [--recipe seed|default]
+        [--recipe seed|default] [--retune]
 
 ``--recipe seed`` (the default) trains ``SEED_RECIPE``, the column the project is compared
 against; ``--recipe default`` trains the package's default recipe (``UNetConfig()``), so that
@@ -22,7 +22,9 @@ A fold holds ``config.json`` (recipe and tuned thresholds), ``model.pt`` (best s
 ``history.csv``, ``test_per_image.csv`` and ``metrics.json`` with the keys of
 ``unet_keras.train`` plus ``framework`` and ``threads``; ``DIR/cv.json``, ``CV.md`` and
 ``cv_folds.png`` aggregate every complete fold with ``unet_keras.cv.summarize``. As in Keras,
-``train_seconds`` counts each epoch's training steps and its validation pass.
+``train_seconds`` counts each epoch's training steps and its validation pass. ``--retune``
+trains nothing: it tunes the complete folds' postprocessing again from their ``model.pt`` (as
+``unet-keras tune``, for folds tuned before a postprocessing rule changed) and rewrites the report.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ from unet_keras.cv import (CV_JSON, CV_MARKDOWN, CV_PLOT, METRICS_FILENAME, comp
                            fold_dir, parse_folds, render_markdown, render_plot, summarize)
 from unet_keras.data.loading import FoldData, load_fold
 from unet_keras.data.pipeline import TrainingBatches
-from unet_keras.evaluate import (score_config, score_probabilities, tune_postprocessing,
-                                 write_json, write_per_image_csv)
+from unet_keras.evaluate import (edge_convention, score_config, score_probabilities,
+                                 tune_postprocessing, write_json, write_per_image_csv)
 from unet_keras.image_io import atomic_output, atomic_write_text
 from unet_keras.inference import predict_probabilities
 from unet_keras.train import machine, partial_dir, versions
@@ -161,13 +163,7 @@ def train_fold(config: UNetConfig, data: FoldData, out: Path,
     model, state = fit(config, data, partial, progress)
     with atomic_output(partial / WEIGHTS_FILENAME) as handle:
         torch.save(model.state_dict(), handle)
-    val_probs = probabilities(model, data.val, config)
-    config = dataclasses.replace(config)
-    val_summary = tune_postprocessing(val_probs, data.val, config)  # as the Keras runs
-    config.save(partial / CONFIG_FILENAME)
-    test_rows, test_summary = score_config(probabilities(model, data.test, config), data.test,
-                                           config)
-    write_per_image_csv(test_rows, partial / "test_per_image.csv")
+    config, val_summary, test_summary = tune_and_score(model, config, data, partial)
     seconds = max(state["train_seconds"], 1e-9)
     metrics = {
         "framework": framework(),
@@ -193,6 +189,36 @@ def train_fold(config: UNetConfig, data: FoldData, out: Path,
     }
     write_json(metrics, partial / METRICS_FILENAME)
     partial.rename(out)
+    return metrics
+
+
+def tune_and_score(model: TorchUNet, config: UNetConfig, data: FoldData, run: Path
+                   ) -> tuple[UNetConfig, dict, dict]:
+    """As a Keras run ends: tune the postprocessing on ``data.val`` (config.json), score
+    ``data.test`` with it (test_per_image.csv); returns the tuned config and both summaries."""
+    config = dataclasses.replace(config)
+    val_summary = tune_postprocessing(probabilities(model, data.val, config), data.val, config,
+                                      edge_convention(data.train + data.val))
+    config.save(run / CONFIG_FILENAME)
+    test_rows, test_summary = score_config(probabilities(model, data.test, config), data.test,
+                                           config)
+    write_per_image_csv(test_rows, run / "test_per_image.csv")
+    return config, val_summary, test_summary
+
+
+def retune_fold(run: Path, data_dir: str | Path | None = None, synthetic: bool = False) -> dict:
+    """Tune a complete fold's postprocessing again with its kept weights and rescore its test
+    fold, as ``unet-keras tune`` does for a Keras run; rewrites config.json, metrics.json and
+    test_per_image.csv and returns the metrics."""
+    metrics = json.loads((run / METRICS_FILENAME).read_text())
+    config = UNetConfig.load(run / CONFIG_FILENAME)
+    model = TorchUNet(config)
+    model.load_state_dict(torch.load(run / WEIGHTS_FILENAME, map_location="cpu"))
+    data = load_fold(config, data_dir, synthetic)
+    config, val_summary, test_summary = tune_and_score(model.eval(), config, data, run)
+    metrics.update(thresholds=list(config.thresholds), min_cell_area=config.min_cell_area,
+                   edge_cells=config.edge_cells, val=val_summary, test=test_summary, retuned=True)
+    write_json(metrics, run / METRICS_FILENAME)
     return metrics
 
 
@@ -251,14 +277,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None,
                         help="Zheng et al. 2018 data (default: $WBC_DATA_DIR or ../shared/...)")
     parser.add_argument("--synthetic", action="store_true", help="train on the synthetic set")
+    parser.add_argument("--retune", action="store_true",
+                        help="train nothing: tune the complete folds' postprocessing again and "
+                             "rescore them (as `unet-keras tune`), then rewrite the report")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     # init="pytorch": TorchUNet keeps PyTorch's default initialisation, and the config says so.
     config = UNetConfig(**{**RECIPES[args.recipe], "epochs": args.epochs, "init": "pytorch"})
     try:
         folds = parse_folds(args.folds, config.num_folds)
-        summary = run_reference(config, args.out, folds, args.threads, args.data_dir,
-                                args.synthetic)
+        if args.retune:
+            torch.set_num_threads(args.threads)
+            for k in folds:
+                if (fold_dir(args.out, k) / METRICS_FILENAME).is_file():
+                    retune_fold(fold_dir(args.out, k), args.data_dir, args.synthetic)
+            summary = write_report(Path(args.out))
+        else:
+            summary = run_reference(config, args.out, folds, args.threads, args.data_dir,
+                                    args.synthetic)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -104,7 +104,7 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
 
     from unet_keras.callbacks import ValidationDice
     from unet_keras.data.pipeline import TrainingBatches
-    from unet_keras.evaluate import score_config, tune_postprocessing, write_json
+    from unet_keras.evaluate import edge_convention, score_config, tune_postprocessing, write_json
     from unet_keras.image_io import atomic_path
     from unet_keras.inference import predict_probabilities
     from unet_keras.model import load_model
@@ -129,7 +129,8 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     history = model.fit(batches, epochs=epochs, callbacks=[ValidationDice(val, config), best],
                         verbose=2, shuffle=False)
     probs = predict_probabilities(model, [e["image"] for e in val], config.multiple)
-    after = tune_postprocessing(probs, val, config)["whole_cell_dice"]  # thresholds, filters
+    # Thresholds and filters; where validation cannot tell, edge cells as the masks treat them.
+    after = tune_postprocessing(probs, val, config, edge_convention(train + val))["whole_cell_dice"]
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.keras") as tmp:

@@ -55,6 +55,12 @@ def test_tiny_run_writes_keras_metrics_and_skips_complete_folds(tmp_path, monkey
     assert (run / "metrics.json").stat().st_mtime_ns == before
     assert any("skipped" in m for m in messages)
 
+    # Tuned again from model.pt with the same rules: the same postprocessing and scores.
+    retuned = torch_reference.retune_fold(run, synthetic=True)
+    assert retuned["retuned"] is True and json.loads((run / "metrics.json").read_text()) == retuned
+    for key in ("thresholds", "min_cell_area", "edge_cells", "test", "val"):
+        assert retuned[key] == metrics[key], key
+
 
 def test_plateau_halves_the_rate_after_five_epochs_without_improvement_as_keras_does():
     optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3)

@@ -7,8 +7,8 @@ import pytest
 
 from tests.conftest import run_cli
 from unet_keras.config import UNetConfig
-from unet_keras.evaluate import (MIN_AREA_GRID, score_config, score_probabilities,
-                                 tune_edge_cells, tune_min_cell_area,
+from unet_keras.evaluate import (MIN_AREA_GRID, edge_convention, score_config,
+                                 score_probabilities, tune_edge_cells, tune_min_cell_area,
                                  tune_postprocessing)
 from unet_keras.postprocess import label_cells
 
@@ -56,7 +56,9 @@ def test_tuned_area_is_the_smallest_that_removes_the_blobs():
     probs, truth = [p for p, _ in examples], [e for _, e in examples]
     # Grid 0, 15, 30, 60, ...: 60 drops both blobs, nothing smaller does.
     assert tune_min_cell_area(probs, truth, (0.5, 0.5)) == 60
-    assert tune_edge_cells(probs, truth, (0.5, 0.5), 60) == "keep"  # no edge cells: a tie
+    # No object cut by the edge: both settings score alike, and the tie decides.
+    assert tune_edge_cells(probs, truth, (0.5, 0.5), 60) == "keep"
+    assert tune_edge_cells(probs, truth, (0.5, 0.5), 60, tie="drop") == "drop"
     config = UNetConfig(depth=2, base_filters=4, image_size=32)
     summary = tune_postprocessing(probs, truth, config)
     assert config.min_cell_area == 60 and summary["ap50"] == pytest.approx(1.0)
@@ -121,12 +123,55 @@ def test_edge_cells_drop_cut_cells_only_while_another_cell_is_clear_of_the_edge(
         label_cells(prob, (0.5, 0.5), "components", 0, edge_cells="clear")
 
 
+def test_edge_convention_reads_whether_annotated_cells_touch_the_edge():
+    _, clear = _edge_example(truth_touches_edge=False)
+    _, cut = _edge_example(truth_touches_edge=True)
+    assert edge_convention([clear, clear]) == "drop"
+    assert edge_convention([clear, cut]) == "keep"
+    side = np.zeros((8, 8), np.uint8)
+    side[3:5, 7] = 2  # a nucleus on the right-hand edge counts as well
+    assert edge_convention([{"mask": side}]) == "keep"
+
+
 @pytest.mark.parametrize("truth_touches_edge, expected", [(False, "drop"), (True, "keep")])
-def test_tuning_drops_edge_cells_only_where_validation_says_so(truth_touches_edge, expected):
+@pytest.mark.parametrize("tie", ["keep", "drop"])
+def test_tuning_drops_edge_cells_only_where_validation_says_so(truth_touches_edge, expected, tie):
+    # Validation can tell here, so the tie setting does not matter.
     examples = [_edge_example(truth_touches_edge) for _ in range(2)]
     probs, truth = [p for p, _ in examples], [e for _, e in examples]
-    assert tune_edge_cells(probs, truth, (0.5, 0.5), 0) == expected
+    assert tune_edge_cells(probs, truth, (0.5, 0.5), 0, tie=tie) == expected
     config = UNetConfig(depth=2, base_filters=4, image_size=32)
     summary = tune_postprocessing(probs, truth, config)
     assert config.edge_cells == expected and summary["whole_cell_dice"] == pytest.approx(1.0)
     assert score_config(probs, truth, config)[1] == summary
+
+
+class _PerfectModel:
+    """Stands in for a Keras model: predicts each image's own truth (images carry it)."""
+
+    def predict(self, x, batch_size=16, verbose=0):
+        cell, nucleus = x[..., 0] > 0.5, x[..., 1] > 0.5
+        return np.stack([cell, nucleus], axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("train_cut_by_edge, expected", [(False, "drop"), (True, "keep")])
+def test_a_run_settles_an_undecided_edge_rule_by_its_training_masks(
+        tmp_path, train_cut_by_edge, expected):
+    # Validation and test images hold no object cut by the edge, so validation cannot tell;
+    # the run then follows how its training masks treat cells on the edge.
+    from unet_keras.data.loading import FoldData
+    from unet_keras.train import _tune_and_score
+
+    def example(name, cut=False):
+        mask = _example(blob_side=0)[1]["mask"]
+        if cut:
+            mask[0:15, 22:42] = 1
+        image = np.stack([mask > 0, mask == 2, np.zeros_like(mask, bool)], -1)
+        return {"image_id": name, "mask": mask, "image": (image * 255).astype(np.uint8)}
+
+    data = FoldData(train=[example("t0"), example("t1", cut=train_cut_by_edge)],
+                    val=[example("v0")], test=[example("s0")], source="test", synthetic=True)
+    config = UNetConfig(depth=2, base_filters=4, image_size=32)
+    _tune_and_score(_PerfectModel(), config, data, tmp_path)
+    assert config.edge_cells == expected
+    assert UNetConfig.load(tmp_path / "config.json").edge_cells == expected

@@ -49,10 +49,22 @@ def tune_min_cell_area(probs: Sequence[np.ndarray], examples: Sequence[dict],
     return min(area for area, score in scores.items() if score == best)
 
 
+def edge_convention(examples: Sequence[dict]) -> str:
+    """How these (training) masks treat cells cut by the image edge: "keep" if any annotated
+    cell touches the edge, "drop" if none does (the annotators left such cells out: all 300
+    masks of Dataset 1)."""
+    def touches(mask: np.ndarray) -> bool:
+        return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+    return "keep" if any(touches(np.asarray(e["mask"]) > 0) for e in examples) else "drop"
+
+
 def tune_edge_cells(probs: Sequence[np.ndarray], examples: Sequence[dict],
-                    thresholds: Sequence[float], min_cell_area: int) -> str:
+                    thresholds: Sequence[float], min_cell_area: int, tie: str = "keep") -> str:
     """"drop" if leaving out the cells cut by the image edge scores a higher mean AP@[.5:.95],
-    or the same AP and a higher whole-cell Dice, on these (validation) examples; else "keep".
+    or the same AP and a higher whole-cell Dice, on these (validation) examples; "keep" if
+    keeping them scores higher; ``tie`` where both score the same, as when no predicted object
+    on these images is cut by the edge (callers pass the training masks' ``edge_convention``).
 
     Tuned after ``min_cell_area`` rather than on a joint grid: where the edge rule removes the
     objects that made a larger area win, a joint grid's ties fall back to the smallest area
@@ -63,7 +75,10 @@ def tune_edge_cells(probs: Sequence[np.ndarray], examples: Sequence[dict],
         summary = score_probabilities(probs, examples, thresholds, min_cell_area, edge)[1]
         return summary["ap50_95"], summary["whole_cell_dice"]
 
-    return "drop" if scores("drop") > scores("keep") else "keep"
+    drop, keep = scores("drop"), scores("keep")
+    if drop == keep:
+        return tie
+    return "drop" if drop > keep else "keep"
 
 
 def tune_thresholds(probs: Sequence[np.ndarray], examples: Sequence[dict]) -> tuple[float, ...]:
@@ -89,12 +104,18 @@ def tune_thresholds(probs: Sequence[np.ndarray], examples: Sequence[dict]) -> tu
     return tuple(chosen)
 
 
-def tune_postprocessing(probs: Sequence[np.ndarray], examples: Sequence[dict], config) -> dict:
+def tune_postprocessing(probs: Sequence[np.ndarray], examples: Sequence[dict], config,
+                        edge_tie: str = "keep") -> dict:
     """Tune ``config.thresholds``, then ``config.min_cell_area`` and ``config.edge_cells``, on
-    these (validation) examples, in place; returns their summary at the tuned values."""
+    these (validation) examples, in place; returns their summary at the tuned values.
+
+    ``edge_tie``: the edge-cell setting where these examples cannot tell (``tune_edge_cells``);
+    training code passes ``edge_convention`` of its training masks.
+    """
     config.thresholds = tune_thresholds(probs, examples)
     config.min_cell_area = tune_min_cell_area(probs, examples, config.thresholds)
-    config.edge_cells = tune_edge_cells(probs, examples, config.thresholds, config.min_cell_area)
+    config.edge_cells = tune_edge_cells(probs, examples, config.thresholds, config.min_cell_area,
+                                        edge_tie)
     return score_config(probs, examples, config)[1]
 
 

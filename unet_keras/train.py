@@ -31,7 +31,7 @@ from unet_keras.data.pipeline import TrainingBatches
 from unet_keras.dirlock import exclusive_dir
 from unet_keras.distribution import (DeviceError, EvenBatches, check_devices,  # noqa: F401
                                      data_parallel)  # DeviceError: re-exported
-from unet_keras.evaluate import (score_config, tune_postprocessing,
+from unet_keras.evaluate import (edge_convention, score_config, tune_postprocessing,
                                  write_json, write_per_image_csv)
 from unet_keras.image_io import atomic_write_text
 from unet_keras.inference import predict_probabilities
@@ -308,7 +308,8 @@ def _tune_and_score(model, config: UNetConfig, data: FoldData, run: Path) -> tup
     run's config.json), score ``data.test`` with it (test_per_image.csv); returns the val and
     test summaries."""
     val_probs = predict_probabilities(model, [e["image"] for e in data.val], config.multiple)
-    val_summary = tune_postprocessing(val_probs, data.val, config)
+    val_summary = tune_postprocessing(val_probs, data.val, config,
+                                      edge_convention(data.train + data.val))
     config.save(run / CONFIG_FILENAME)
     test_probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
     test_rows, test_summary = score_config(test_probs, data.test, config)
