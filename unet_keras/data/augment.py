@@ -2,11 +2,10 @@
 
 One affine map per sample (flip, 90-degree turns, free rotation, zoom, random crop or pad),
 optionally after a smooth elastic displacement of the output grid, sends every output pixel to
-one input coordinate; the image is read there bilinearly and the
-label map by nearest neighbour, so the mask stays aligned and keeps its exact labels. Beyond
-the image edge both are mirrored (numpy's "reflect": d c b | a b c d | c b a), which is also how
-``fit_to_size`` and ``unet_keras.preprocess.pad_to_multiple`` pad. Colour jitter then touches
-the image only.
+one input coordinate; the image is read there bilinearly and the label map by nearest
+neighbour, so the mask stays aligned and keeps its exact labels. Beyond the image edge both
+are mirrored (numpy's "reflect": d c b | a b c d | c b a), which is also how ``fit_to_size``
+and ``unet_keras.preprocess.pad_to_multiple`` pad. Colour jitter then touches the image only.
 
 Speed, measured on the shared 2-core dev machine under load (one thread, best of 5 x 200):
 2.0 ms per 120x120 -> 128x128 sample with every option on, 1.2 ms geometry only; 2.1 ms from
@@ -69,7 +68,6 @@ _FIELDS = {
     "flips": ("flip",), "rot90": ("rot90",), "free_rotation": ("angle",),
     "stain": ("stain_scale", "stain_shift"),
     "colour": ("brightness", "contrast", "gamma", "hue", "saturation"),
-    "elastic": ("elastic",),
 }
 
 
