@@ -51,11 +51,10 @@ from unet_keras.cv import (CV_JSON, CV_MARKDOWN, CV_PLOT, METRICS_FILENAME, comp
                            fold_dir, parse_folds, render_markdown, render_plot, summarize)
 from unet_keras.data.loading import FoldData, load_fold
 from unet_keras.data.pipeline import TrainingBatches
-from unet_keras.evaluate import (edge_convention, score_config, score_probabilities,
-                                 tune_postprocessing, write_json, write_per_image_csv)
+from unet_keras.evaluate import score_probabilities, write_json
 from unet_keras.image_io import atomic_output, atomic_write_text
 from unet_keras.inference import predict_probabilities
-from unet_keras.train import machine, partial_dir, versions
+from unet_keras.train import machine, partial_dir, tune_and_score, versions
 
 log = logging.getLogger("benchmarks.torch_reference")
 
@@ -163,7 +162,8 @@ def train_fold(config: UNetConfig, data: FoldData, out: Path,
     model, state = fit(config, data, partial, progress)
     with atomic_output(partial / WEIGHTS_FILENAME) as handle:
         torch.save(model.state_dict(), handle)
-    config, val_summary, test_summary = tune_and_score(model, config, data, partial)
+    config = dataclasses.replace(config)
+    val_summary, test_summary = tune_and_score(TorchPredictor(model), config, data, partial)
     seconds = max(state["train_seconds"], 1e-9)
     metrics = {
         "framework": framework(),
@@ -192,20 +192,6 @@ def train_fold(config: UNetConfig, data: FoldData, out: Path,
     return metrics
 
 
-def tune_and_score(model: TorchUNet, config: UNetConfig, data: FoldData, run: Path
-                   ) -> tuple[UNetConfig, dict, dict]:
-    """As a Keras run ends: tune the postprocessing on ``data.val`` (config.json), score
-    ``data.test`` with it (test_per_image.csv); returns the tuned config and both summaries."""
-    config = dataclasses.replace(config)
-    val_summary = tune_postprocessing(probabilities(model, data.val, config), data.val, config,
-                                      edge_convention(data.train + data.val))
-    config.save(run / CONFIG_FILENAME)
-    test_rows, test_summary = score_config(probabilities(model, data.test, config), data.test,
-                                           config)
-    write_per_image_csv(test_rows, run / "test_per_image.csv")
-    return config, val_summary, test_summary
-
-
 def retune_fold(run: Path, data_dir: str | Path | None = None, synthetic: bool = False) -> dict:
     """Tune a complete fold's postprocessing again with its kept weights and rescore its test
     fold, as ``unet-keras tune`` does for a Keras run; rewrites config.json, metrics.json and
@@ -215,7 +201,7 @@ def retune_fold(run: Path, data_dir: str | Path | None = None, synthetic: bool =
     model = TorchUNet(config)
     model.load_state_dict(torch.load(run / WEIGHTS_FILENAME, map_location="cpu"))
     data = load_fold(config, data_dir, synthetic)
-    config, val_summary, test_summary = tune_and_score(model.eval(), config, data, run)
+    val_summary, test_summary = tune_and_score(TorchPredictor(model), config, data, run)
     metrics.update(thresholds=list(config.thresholds), min_cell_area=config.min_cell_area,
                    edge_cells=config.edge_cells, val=val_summary, test=test_summary, retuned=True)
     write_json(metrics, run / METRICS_FILENAME)

@@ -160,7 +160,7 @@ def test_a_run_settles_an_undecided_edge_rule_by_its_training_masks(
     # Validation and test images hold no object cut by the edge, so validation cannot tell;
     # the run then follows how its training masks treat cells on the edge.
     from unet_keras.data.loading import FoldData
-    from unet_keras.train import _tune_and_score
+    from unet_keras.train import tune_and_score
 
     def example(name, cut=False):
         mask = _example(blob_side=0)[1]["mask"]
@@ -172,6 +172,6 @@ def test_a_run_settles_an_undecided_edge_rule_by_its_training_masks(
     data = FoldData(train=[example("t0"), example("t1", cut=train_cut_by_edge)],
                     val=[example("v0")], test=[example("s0")], source="test", synthetic=True)
     config = UNetConfig(depth=2, base_filters=4, image_size=32)
-    _tune_and_score(_PerfectModel(), config, data, tmp_path)
+    tune_and_score(_PerfectModel(), config, data, tmp_path)
     assert config.edge_cells == expected
     assert UNetConfig.load(tmp_path / "config.json").edge_cells == expected

@@ -216,7 +216,7 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
     # The best epoch's variables, as saved in model.keras: assigned, not loaded back from the
     # file, because deserialising compiles every initializer again (tens of seconds on CPU).
     assign(model.variables, saver.best, "best", run / CHECKPOINT_FILENAME)
-    val_summary, test_summary = _tune_and_score(model, config, data, run)
+    val_summary, test_summary = tune_and_score(model, config, data, run)
 
     epochs_run = state["epochs_done"]
     seconds = max(state["train_seconds"], 1e-9)
@@ -295,7 +295,7 @@ def retune(run: str | Path, data: FoldData) -> dict:
                           f"{CONFIG_FILENAME}, metrics.json)")
     _check_same_data(run, _split_ids(data))
     config = UNetConfig.load(config_path)
-    val_summary, test_summary = _tune_and_score(load_model(run / "model.keras"), config, data, run)
+    val_summary, test_summary = tune_and_score(load_model(run / "model.keras"), config, data, run)
     metrics = json.loads(metrics_path.read_text())
     metrics.update(thresholds=list(config.thresholds), min_cell_area=config.min_cell_area,
                    edge_cells=config.edge_cells, val=val_summary, test=test_summary, retuned=True)
@@ -303,10 +303,10 @@ def retune(run: str | Path, data: FoldData) -> dict:
     return metrics
 
 
-def _tune_and_score(model, config: UNetConfig, data: FoldData, run: Path) -> tuple[dict, dict]:
+def tune_and_score(model, config: UNetConfig, data: FoldData, run: Path) -> tuple[dict, dict]:
     """How a run ends: tune the postprocessing on ``data.val`` (into ``config``, saved as the
     run's config.json), score ``data.test`` with it (test_per_image.csv); returns the val and
-    test summaries."""
+    test summaries. ``model``: anything with Keras' ``predict(x, batch_size, verbose)``."""
     val_probs = predict_probabilities(model, [e["image"] for e in data.val], config.multiple)
     val_summary = tune_postprocessing(val_probs, data.val, config,
                                       edge_convention(data.train + data.val))
