@@ -40,13 +40,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.robustness_report import render_markdown, write_report  # noqa: E402
 from unet_keras.config import UNetConfig, resolve_run  # noqa: E402
 from unet_keras.data.augment import (  # noqa: E402
     STAIN_SCALE, STAIN_SHIFT, AugmentParams, colour_jitter, stain_jitter,
 )
 from unet_keras.preprocess import to_model_input  # noqa: E402
 
-JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "robustness.json", "ROBUSTNESS.md", "robustness.png"
 SCORE_KEYS = ("whole_cell_dice", "whole_cell_iou", "nucleus_dice", "ap50")
 
 
@@ -297,93 +297,6 @@ def run_benchmark(runs: Sequence[str], labels: Sequence[str], data_dir=None,
             "models": models, "seconds": round(time.perf_counter() - started, 1),
             "keras_backend": keras.backend.backend(), "machine": machine.describe(),
             "versions": machine.versions()}
-
-
-def _cell(scores: dict) -> str:
-    nucleus = f" ({scores['nucleus_dice']:.3f})" if "nucleus_dice" in scores else ""
-    return f"{scores['whole_cell_dice']:.3f}{nucleus}"
-
-
-def _params_text(condition: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in condition["params"].items()) or "-"
-
-
-def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns),
-            *(f"| {' | '.join(row)} |" for row in rows), ""]
-
-
-def render_markdown(result: dict) -> str:
-    labels, models = result["labels"], result["models"]
-    conditions = result["conditions"]
-    dice = [[c["name"], _params_text(c), *(_cell(models[m]["scores"][c["name"]]) for m in labels)]
-            for c in conditions]
-    dice += [[f"**mean, {group.replace('_', ' ')}**", "",
-              *(_cell(models[m]["shifted_means"][group]) for m in labels)]
-             for group in models[labels[0]]["shifted_means"]]
-    iou_ap = [[c["name"], *(f"{s['whole_cell_iou']:.3f} / {s['ap50']:.3f}"
-                             for s in (models[m]["scores"][c["name"]] for m in labels))]
-              for c in conditions]
-    lines = ["# Robustness under controlled domain shift", "",
-             f"Data: {result['data_source']}; test part of fold {result['fold']} "
-             f"({result['n_test_images']} images). Each model uses its own tuned thresholds, "
-             f"minimum cell area and edge-cell setting. Keras backend {result['keras_backend']}; "
-             f"{result['machine']['cpu']['model']}; scoring took {result['seconds']} s.", "",
-             "Whole-cell Dice (nucleus Dice for 2-channel models), mean over test images:", "",
-             *_table(["condition", "parameters", *labels], dice),
-             "Whole-cell IoU / AP@0.5:", "", *_table(["condition", *labels], iou_ap)]
-    timed = [m for m in labels if "tta" in models[m]]
-    if timed:
-        rows = [[m, _cell(t["plain"]["scores"]), _cell(t["tta"]["scores"]),
-                 f"{t['gain']['whole_cell_dice']:+.4f}", f"{t['plain']['seconds_per_image']:.4f}",
-                 f"{t['tta']['seconds_per_image']:.4f}", f"{t['time_ratio']:.1f}"]
-                for m, t in ((m, models[m]["tta"]) for m in timed)]
-        lines += ["8-view TTA on the identity condition (seconds per image after a warm-up pass, "
-                  "same machine):", "",
-                  *_table(["model", "Dice", "Dice with TTA", "gain", "s/image", "s/image TTA",
-                           "time x"], rows)]
-    return "\n".join(lines)
-
-
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from unet_keras.image_io import atomic_path
-
-    names = [c["name"] for c in result["conditions"]]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(names) + 2), 4.5))
-    for label in result["labels"]:
-        scores = result["models"][label]["scores"]
-        line, = ax.plot(names, [scores[n]["whole_cell_dice"] for n in names], marker="o",
-                        label=f"{label} whole cell")
-        if "nucleus_dice" in scores[names[0]]:
-            ax.plot(names, [scores[n]["nucleus_dice"] for n in names], marker="s", linestyle=":",
-                    color=line.get_color(), label=f"{label} nucleus")
-    ax.set_ylabel("Dice (mean over test images)")
-    ax.set_title(f"Dice per condition, fold {result['fold']} test part")
-    ax.tick_params(axis="x", labelrotation=45)
-    plt.setp(ax.get_xticklabels(), ha="right")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def write_report(result: dict, out: Path) -> list[Path]:
-    from unet_keras.evaluate import write_json
-    from unet_keras.image_io import atomic_write_text
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / JSON_NAME, out / MARKDOWN_NAME, out / PLOT_NAME]
-    write_json(result, paths[0])
-    atomic_write_text(paths[1], render_markdown(result))
-    plot(result, paths[2])
-    return paths
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,14 +47,14 @@ import torch
 from benchmarks.torch_unet import TorchTrainer, TorchUNet, predict_nhwc
 from unet_keras.checkpoint import HISTORY_FILENAME, write_history
 from unet_keras.config import CONFIG_FILENAME, SEED_RECIPE, UNetConfig
-from unet_keras.cv import (CV_JSON, CV_MARKDOWN, CV_PLOT, METRICS_FILENAME, complete_folds,
-                           fold_dir, parse_folds, render_markdown, render_plot, summarize)
+from unet_keras.cv import METRICS_FILENAME, complete_folds, fold_dir, parse_folds, summarize
+from unet_keras.cv_report import CV_JSON, CV_MARKDOWN, CV_PLOT, render_markdown, render_plot
 from unet_keras.data.loading import FoldData, load_fold
 from unet_keras.data.pipeline import TrainingBatches
 from unet_keras.evaluate import score_probabilities, write_json
 from unet_keras.image_io import atomic_output, atomic_write_text
 from unet_keras.inference import predict_probabilities
-from unet_keras.train import machine, partial_dir, tune_and_score, versions
+from unet_keras.train import machine, partial_dir, retune_model, tune_and_score, versions
 
 log = logging.getLogger("benchmarks.torch_reference")
 
@@ -196,16 +196,10 @@ def retune_fold(run: Path, data_dir: str | Path | None = None, synthetic: bool =
     """Tune a complete fold's postprocessing again with its kept weights and rescore its test
     fold, as ``unet-keras tune`` does for a Keras run; rewrites config.json, metrics.json and
     test_per_image.csv and returns the metrics."""
-    metrics = json.loads((run / METRICS_FILENAME).read_text())
     config = UNetConfig.load(run / CONFIG_FILENAME)
     model = TorchUNet(config)
     model.load_state_dict(torch.load(run / WEIGHTS_FILENAME, map_location="cpu"))
-    data = load_fold(config, data_dir, synthetic)
-    val_summary, test_summary = tune_and_score(TorchPredictor(model), config, data, run)
-    metrics.update(thresholds=list(config.thresholds), min_cell_area=config.min_cell_area,
-                   edge_cells=config.edge_cells, val=val_summary, test=test_summary, retuned=True)
-    write_json(metrics, run / METRICS_FILENAME)
-    return metrics
+    return retune_model(TorchPredictor(model), config, load_fold(config, data_dir, synthetic), run)
 
 
 def write_report(out: Path) -> dict:

@@ -1,7 +1,7 @@
 """How well instance separation counts touching cells: connected components vs watershed.
 
 Seeded synthetic clusters of 2-6 white cells with exact masks and a known count
-(``unet_keras.data.synthetic.touching_cells_set``), at several overlap levels. Each method counts
+(``unet_keras.data.touching.touching_cells_set``), at several overlap levels. Each method counts
 the cells of the exact mask, so the figures are what postprocessing makes of a perfect pixel
 prediction. Prints the Markdown table of docs/touching_cells.md:
 
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from unet_keras.data.synthetic import touching_cells_set
+from unet_keras.data.touching import touching_cells_set
 from unet_keras.postprocess import separate_instances
 
 # Method name -> label map (0 background, 1 cytoplasm, 2 nucleus) -> instance labels.

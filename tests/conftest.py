@@ -1,12 +1,25 @@
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One XLA compilation cache for the session, shared with every subprocess the tests start
+# (they inherit the environment). Most tests build the same tiny models, and JAX compiles each
+# weight initializer and train step anew in every process: a CLI training of a depth-2 model
+# took 36 s without the cache and 13 s with it. Set before anything imports jax.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _JAX_CACHE = tempfile.mkdtemp(prefix="unet_keras_tests_xla_")
+    atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_JAX_CACHE,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = (REPO / "../shared/datasets/wbc-zheng2018").resolve()

@@ -9,7 +9,7 @@ from skimage.draw import disk
 
 from tests.conftest import REPO
 from tests.test_examples import load_example
-from unet_keras.data.synthetic import touching_cells, touching_cells_set
+from unet_keras.data.touching import touching_cells, touching_cells_set
 from unet_keras.postprocess import separate_instances
 
 EIGHT_CONNECTED = np.ones((3, 3), bool)

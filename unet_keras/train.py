@@ -294,8 +294,15 @@ def retune(run: str | Path, data: FoldData) -> dict:
         raise RunDirError(f"{run}: expected a finished run directory (model.keras, "
                           f"{CONFIG_FILENAME}, metrics.json)")
     _check_same_data(run, _split_ids(data))
-    config = UNetConfig.load(config_path)
-    val_summary, test_summary = tune_and_score(load_model(run / "model.keras"), config, data, run)
+    return retune_model(load_model(run / "model.keras"), UNetConfig.load(config_path), data, run)
+
+
+def retune_model(model, config: UNetConfig, data: FoldData, run: Path) -> dict:
+    """``retune`` for a model already loaded with the run's ``config`` (any model with Keras'
+    ``predict``, such as the PyTorch reference's): ``tune_and_score``, then the tuned settings
+    and new summaries into the run's metrics.json; returns the metrics."""
+    val_summary, test_summary = tune_and_score(model, config, data, run)
+    metrics_path = run / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics.update(thresholds=list(config.thresholds), min_cell_area=config.min_cell_area,
                    edge_cells=config.edge_cells, val=val_summary, test=test_summary, retuned=True)
