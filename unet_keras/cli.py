@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import unet_keras  # noqa: F401  (sets the default KERAS_BACKEND before keras is imported)
+from unet_keras import compile_cache
 from unet_keras.cli_parser import RECIPE_FLAGS, build_parser, recipe_config
 from unet_keras.config import UNetConfig, resolve_run
 from unet_keras.dirlock import OutputBusyError
@@ -253,6 +254,7 @@ COMMANDS = {"train": cmd_train, "cv": cmd_cv, "evaluate": cmd_evaluate, "tune": 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(__doc__.splitlines()[0]).parse_args(argv)
+    compile_cache.enable()  # before any command imports jax
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     prefix = f"unet-keras {args.command}: error:"
