@@ -21,8 +21,6 @@ from unet_keras.dirlock import OutputBusyError
 from unet_keras.predict import exclusive_output_dir, predict_files
 
 CONFIG = UNetConfig(depth=2, base_filters=4, image_size=32, out_channels=2)
-# Tiny model, so most of a subprocess's time is XLA compilation: skip its backend optimisation.
-FAST_JAX = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
 RNG = np.random.default_rng(5)
 
 
@@ -76,8 +74,7 @@ def test_batch_predict_refuses_bad_files_and_finishes_the_good_ones(tiny_run, tm
     Image.fromarray(rgb(64, 64)).save(inputs / "good.tif")  # same output name as good.png
 
     out = tmp_path / "out"
-    done = run_cli("predict", str(inputs), "--model", str(run), "--out", str(out), "--tile", "128",
-                   env=FAST_JAX)
+    done = run_cli("predict", str(inputs), "--model", str(run), "--out", str(out), "--tile", "128")
     assert done.returncode == cli.EXIT_PARTIAL == 3, done.stderr[-3000:]
     refused = {line.split(": ")[0].removeprefix("refused ") for line in done.stderr.splitlines()
                if line.startswith("refused ")}

@@ -23,14 +23,9 @@ TINY = ["--depth", "2", "--base-filters", "4", "--image-size", "32", "--batch-si
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    """Environment for the training subprocesses: compilation is most of their time, so XLA's
-    backend optimisation is off (nothing to gain on a 4-filter model; 2-3x faster to compile)
-    and compilations are shared between the killed and the resumed process."""
-    return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "XLA_FLAGS": "--xla_backend_optimization_level=0", "PYTHONUNBUFFERED": "1"}
+# The training subprocesses see the suite's XLA compilation cache and flags (conftest) through
+# the environment; unbuffered, so the killed run's progress reaches the test as it prints.
+UNBUFFERED = {"PYTHONUNBUFFERED": "1"}
 
 
 def read_state(checkpoint) -> dict:
@@ -43,13 +38,13 @@ def history_rows(path) -> list[dict]:
     return list(csv.DictReader(path.open()))
 
 
-def test_sigkill_mid_epoch_then_resume(tmp_path, jax_cache):
+def test_sigkill_mid_epoch_then_resume(tmp_path):
     out = tmp_path / "run"
     partial = tmp_path / "run.partial"
     proc = subprocess.Popen(
         [sys.executable, "-m", "unet_keras.cli", "train", "--synthetic", "--epochs", "4", *TINY,
          "--out", str(out)],
-        cwd=REPO, env={**os.environ, **jax_cache}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=REPO, env={**os.environ, **UNBUFFERED}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seen = bytearray()
     reader = threading.Thread(target=lambda: [seen.extend(chunk) for chunk in iter(
         lambda: proc.stdout.read1(4096), b"")], daemon=True)
@@ -80,7 +75,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, jax_cache):
     assert json.loads((partial / "config.json").read_text())["epochs"] == 4
     before = history_rows(partial / "history.csv")
 
-    done = run_cli("train", "--resume", str(out), env=jax_cache)
+    done = run_cli("train", "--resume", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"after epoch {killed_in - 1} of 4" in done.stdout
     assert out.is_dir() and not partial.exists() and not (out / "checkpoint.npz").exists()
@@ -96,8 +91,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, jax_cache):
 
 
 def in_subprocess(function: str, *args: str, env: dict) -> subprocess.CompletedProcess:
-    """Run ``function(*args)`` of this module in a fresh interpreter with ``env``: the compile
-    settings and cache of ``jax_cache`` apply to a process only from its start."""
+    """Run ``function(*args)`` of this module in a fresh interpreter with ``env`` added."""
     code = f"import sys; from tests.test_resume import {function}; sys.exit({function}(*sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=600)
@@ -146,11 +140,11 @@ def train_twice_interrupted(workdir: str, ema: str = "0") -> int:
 
 
 @pytest.mark.parametrize("ema", ["0", "0.9"], ids=["raw-weights", "weight-average"])
-def test_resume_continues_exactly(tmp_path, jax_cache, ema):
+def test_resume_continues_exactly(tmp_path, ema):
     """Interrupted mid-epoch and resumed == trained straight through, to the last bit; also
     with a moving average of the weights, whose checkpoint holds the raw weights and the
     average apart."""
-    done = in_subprocess("train_twice_interrupted", str(tmp_path), ema, env=jax_cache)
+    done = in_subprocess("train_twice_interrupted", str(tmp_path), ema, env=UNBUFFERED)
     assert done.returncode == 0, done.stderr[-3000:]
     for name, epochs_done in [("after_training", 3), ("mid_epoch", 1)]:
         assert json.loads((tmp_path / f"{name}.json").read_text())["epochs_done"] == epochs_done
@@ -199,9 +193,9 @@ def train_with_nan_from_epoch_2(out: str) -> int:
     return cli.main(["train", "--synthetic", "--epochs", "3", *TINY, "--out", out])
 
 
-def test_nan_loss_stops_with_exit_4_and_keeps_last_good_checkpoint(tmp_path, jax_cache):
+def test_nan_loss_stops_with_exit_4_and_keeps_last_good_checkpoint(tmp_path):
     out = tmp_path / "nan"
-    done = in_subprocess("train_with_nan_from_epoch_2", str(out), env=jax_cache)
+    done = in_subprocess("train_with_nan_from_epoch_2", str(out), env=UNBUFFERED)
     assert done.returncode == cli.EXIT_DIVERGED == 4, done.stderr[-3000:]
     assert "loss became NaN/Inf at epoch 2, step 1" in done.stderr
     assert f"the last good checkpoint (epoch 1) is kept in {out}.partial" in done.stderr
