@@ -8,18 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from unet_keras import compile_cache
+
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# One XLA compilation cache for the session, shared with every subprocess the tests start
-# (they inherit the environment). Most tests build the same tiny models, and JAX compiles each
-# weight initializer and train step anew in every process: a CLI training of a depth-2 model
-# took 36 s without the cache and 13 s with it. Set before anything imports jax.
+# One XLA compilation cache for the session, the command's own (unet_keras.compile_cache), shared
+# with every subprocess the tests start (they inherit the environment) and between pytest-xdist
+# workers (its size cap turns on JAX's file lock). Most tests build the same tiny models, and
+# JAX compiles each weight initializer and train step anew in every process: a CLI training of
+# a depth-2 model took 36 s without the cache and 13 s with it. Set before anything imports jax.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _JAX_CACHE = tempfile.mkdtemp(prefix="unet_keras_tests_xla_")
-    atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
-    os.environ.update(JAX_COMPILATION_CACHE_DIR=_JAX_CACHE,
-                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    _XLA_CACHE = tempfile.mkdtemp(prefix="unet_keras_tests_xla_")
+    atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+    os.environ[compile_cache.CACHE_ENV] = _XLA_CACHE
+    compile_cache.enable()
 # The tests' models are tiny, so compiling is most of their time: XLA's backend optimisation
 # has nothing to gain there and makes compiling 2-3x slower.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
