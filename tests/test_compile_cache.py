@@ -51,3 +51,12 @@ def test_jax_writes_compiled_programs_there(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "15.0"
     assert any(path.name.endswith("-cache") for path in (tmp_path / "xla").iterdir())
+
+
+def test_every_command_enables_it_first(tmp_path, monkeypatch):
+    from unet_keras import cli
+
+    calls = []
+    monkeypatch.setattr(compile_cache, "enable", lambda: calls.append("enable"))
+    assert cli.main(["tune", "--model", str(tmp_path / "nothing"), "--synthetic"]) == 1
+    assert calls == ["enable"]
