@@ -22,13 +22,15 @@ def test_default_directory_is_under_the_home_cache(tmp_path, monkeypatch):
     assert compile_cache.enable(env) == tmp_path / ".cache" / "unet_keras" / "xla"
 
 
-def test_users_own_jax_cache_and_off_are_left_alone(tmp_path):
+def test_users_own_jax_cache_off_and_other_backends_are_left_alone(tmp_path):
     own = {"JAX_COMPILATION_CACHE_DIR": "/somewhere/else", compile_cache.CACHE_ENV: str(tmp_path)}
     assert compile_cache.enable(own) is None
     assert own == {"JAX_COMPILATION_CACHE_DIR": "/somewhere/else",
                    compile_cache.CACHE_ENV: str(tmp_path)}
     off = {compile_cache.CACHE_ENV: "off"}
     assert compile_cache.enable(off) is None and off == {compile_cache.CACHE_ENV: "off"}
+    torch = {compile_cache.CACHE_ENV: str(tmp_path), "KERAS_BACKEND": "torch"}
+    assert compile_cache.enable(torch) is None and "JAX_COMPILATION_CACHE_DIR" not in torch
 
 
 def test_unusable_directory_means_no_cache(tmp_path):

@@ -29,8 +29,9 @@ def default_dir() -> Path:
 
 def enable(environ: MutableMapping[str, str] = os.environ) -> Path | None:
     """Point JAX's persistent compilation cache at the command's cache directory, by setting
-    ``JAX_*`` variables in ``environ``; returns the directory, or None where it stays off."""
-    if "JAX_COMPILATION_CACHE_DIR" in environ:
+    ``JAX_*`` variables in ``environ``; returns the directory, or None where it stays off (also
+    under another ``KERAS_BACKEND``, which compiles without JAX)."""
+    if "JAX_COMPILATION_CACHE_DIR" in environ or environ.get("KERAS_BACKEND", "jax") != "jax":
         return None
     choice = environ.get(CACHE_ENV)
     if choice is not None and choice.strip().lower() in OFF:
