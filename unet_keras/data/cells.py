@@ -58,13 +58,13 @@ def place(
     """A cell of ``shape`` (a, b, angle) placed among ``bodies`` (and passing ``accept``), or
     None after MAX_TRIES proposals."""
     for _ in range(MAX_TRIES):
-        body = propose(rng, h, w, shape, bodies, ratios)
+        body = _propose(rng, h, w, shape, bodies, ratios)
         if fits(body, bodies, h, w, ratios) and (accept is None or accept(body)):
             return body
     return None
 
 
-def propose(
+def _propose(
     rng: np.random.Generator, h: int, w: int, shape: tuple[float, float, float],
     bodies: list[Ellipse], ratios: tuple[float, float] | None,
 ) -> Ellipse:
