@@ -46,6 +46,7 @@ from unet_keras.data.augment import (  # noqa: E402
     STAIN_SCALE, STAIN_SHIFT, AugmentParams, colour_jitter, stain_jitter,
 )
 from unet_keras.preprocess import to_model_input  # noqa: E402
+from unet_keras.rescale import training_cell_diameter  # noqa: E402
 
 SCORE_KEYS = ("whole_cell_dice", "whole_cell_iou", "nucleus_dice", "ap50")
 
@@ -89,6 +90,11 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("blur_sigma1", "blur", {"sigma": 1.0}, "Gaussian blur, sigma 1 px (defocus)"),
     Condition("jpeg_q30", "jpeg", {"quality": 30}, "JPEG round trip at quality 30"),
 )
+# Magnifications beyond the training zoom, for ``--scale-auto``; asked for by name only, so the
+# default set (and its means) stay those of the earlier reports.
+EXTRA_CONDITIONS: tuple[Condition, ...] = tuple(
+    Condition(f"zoom_{s}", "zoom", {"scale": s}, f"whole image and mask rescaled {s}x")
+    for s in (0.35, 2.5, 3.0))
 GROUPS = {"zoom": ("zoom",), "stain": ("stain",), "colour_quality": ("colour", "blur", "jpeg")}
 
 
@@ -148,7 +154,7 @@ def pick_conditions(text: str | None) -> tuple[Condition, ...]:
     """``"identity,zoom_0.5"`` -> those conditions; ``None`` -> all of ``CONDITIONS``."""
     if text is None:
         return CONDITIONS
-    known = {c.name: c for c in CONDITIONS}
+    known = {c.name: c for c in CONDITIONS + EXTRA_CONDITIONS}
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
@@ -215,16 +221,26 @@ def _scores(probs: list[np.ndarray], examples: list[dict], config: UNetConfig) -
     return score_config(probs, examples, config)[1]
 
 
-def score_conditions(model, config: UNetConfig,
-                     perturbed: dict[str, list[dict]]) -> dict[str, dict]:
-    """Summary scores of one model on each condition's perturbed test examples."""
-    from unet_keras.inference import predict_probabilities
+def score_conditions(model, config: UNetConfig, perturbed: dict[str, list[dict]],
+                     reference: float = 0.0) -> tuple[dict[str, dict], dict[str, list[float]]]:
+    """Summary scores of one model on each condition's perturbed test examples, and the
+    factor each image was resampled by: with a ``reference`` cell diameter (px), images go
+    through ``unet-keras predict --scale auto`` (``unet_keras.rescale``), else as they are."""
+    from unet_keras.inference import keras_probability_fn, predict_probabilities
+    from unet_keras.rescale import ScaledPredictor
 
-    scores = {}
+    scores, factors = {}, {}
     for name, examples in perturbed.items():
-        probs = predict_probabilities(model, [e["image"] for e in examples], config.multiple)
+        images = [e["image"] for e in examples]
+        if reference:
+            predictor = ScaledPredictor(keras_probability_fn(model, config.multiple), "auto",
+                                        reference, config.channel_thresholds()[0])
+            probs = [predictor(image) for image in images]
+            factors[name] = predictor.factors
+        else:
+            probs = predict_probabilities(model, images, config.multiple)
         scores[name] = _scores(probs, examples, config)
-    return scores
+    return scores, factors
 
 
 def tta_comparison(model, config: UNetConfig, examples: list[dict]) -> dict:
@@ -267,8 +283,13 @@ def shifted_means(scores: dict[str, dict], conditions: Sequence[Condition]) -> d
 
 def run_benchmark(runs: Sequence[str], labels: Sequence[str], data_dir=None,
                   synthetic: bool = False, tta: bool = False,
-                  conditions: Sequence[Condition] = CONDITIONS) -> dict:
-    """Every figure of the report, as written to robustness.json. Raises on bad input first."""
+                  conditions: Sequence[Condition] = CONDITIONS, scale_auto: bool = False) -> dict:
+    """Every figure of the report, as written to robustness.json. Raises on bad input first.
+
+    With ``scale_auto`` each run is scored a second time, as "LABEL, scale auto", through
+    ``unet-keras predict --scale auto``; its reference cell size is the config's
+    ``cell_diameter``, or else measured on the fold's training masks (what training records).
+    """
     configs = {label: resolve_run(run) for label, run in zip(labels, runs)}
     fold = load_shared_test(configs, data_dir, synthetic)
     import keras
@@ -281,7 +302,7 @@ def run_benchmark(runs: Sequence[str], labels: Sequence[str], data_dir=None,
     models = {}
     for label, (model_path, config) in configs.items():
         model = load_model(model_path)
-        scores = score_conditions(model, config, perturbed)
+        scores, _ = score_conditions(model, config, perturbed)
         models[label] = {"run": str(model_path.parent), "config": config.to_dict(),
                          "thresholds": list(config.thresholds),
                          "min_cell_area": config.min_cell_area,
@@ -289,11 +310,19 @@ def run_benchmark(runs: Sequence[str], labels: Sequence[str], data_dir=None,
                          "shifted_means": shifted_means(scores, conditions)}
         if tta:
             models[label]["tta"] = tta_comparison(model, config, fold.test)
+        if scale_auto:
+            reference = config.cell_diameter or training_cell_diameter(
+                [e["mask"] for e in fold.train], config.min_cell_area)
+            scores, factors = score_conditions(model, config, perturbed, reference)
+            models[f"{label}, scale auto"] = {
+                **models[label], "scores": scores, "shifted_means": shifted_means(scores, conditions),
+                "scale": {"reference_cell_diameter": reference, "factors": factors}}
+            models[f"{label}, scale auto"].pop("tta", None)
     any_config = next(iter(configs.values()))[1]
     return {"data_source": fold.source, "synthetic": fold.synthetic, "fold": any_config.fold,
             "n_test_images": len(fold.test), "test_ids": [e["image_id"] for e in fold.test],
             "test_fingerprint_sha256": examples_digest(fold.test),
-            "conditions": [dataclasses.asdict(c) for c in conditions], "labels": list(labels),
+            "conditions": [dataclasses.asdict(c) for c in conditions], "labels": list(models),
             "models": models, "seconds": round(time.perf_counter() - started, 1),
             "keras_backend": keras.backend.backend(), "machine": machine.describe(),
             "versions": machine.versions()}
@@ -308,13 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="dataset root (default: the standard locations)")
     parser.add_argument("--synthetic", action="store_true", help="use the synthetic smear set")
     parser.add_argument("--tta", action="store_true", help="also time and score 8-view TTA")
-    parser.add_argument("--conditions", help=f"subset of {', '.join(c.name for c in CONDITIONS)}")
+    parser.add_argument("--conditions", help="subset of " + ", ".join(
+        c.name for c in CONDITIONS + EXTRA_CONDITIONS) + " (default: all but the last three)")
+    parser.add_argument("--scale-auto", action="store_true",
+                        help="also score each run through `unet-keras predict --scale auto`")
     args = parser.parse_args(argv)
     try:
         labels = parse_labels(args.labels, args.runs)
         conditions = pick_conditions(args.conditions)
         result = run_benchmark(args.runs, labels, args.data_dir, args.synthetic, args.tta,
-                               conditions)
+                               conditions, args.scale_auto)
         argv = sys.argv[1:] if argv is None else argv
         result["command"] = shlex.join(["python", "-m", "benchmarks.robustness", *argv])
         paths = write_report(result, Path(args.out))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "robustness.json", "ROBUSTNESS.md", "robustness.png"
 
 
@@ -20,6 +22,11 @@ def _params_text(condition: dict) -> str:
 def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns),
             *(f"| {' | '.join(row)} |" for row in rows), ""]
+
+
+def _factors(factors: Sequence[float]) -> str:
+    moved = [f for f in factors if f != 1.0]
+    return f"{len(moved)}/{len(factors)}, {np.median(moved) if moved else 1.0:.2f}x"
 
 
 def render_markdown(result: dict) -> str:
@@ -41,6 +48,15 @@ def render_markdown(result: dict) -> str:
              "Whole-cell Dice (nucleus Dice for 2-channel models), mean over test images:", "",
              *_table(["condition", "parameters", *labels], dice),
              "Whole-cell IoU / AP@0.5:", "", *_table(["condition", *labels], iou_ap)]
+    scaled = [m for m in labels if "scale" in models[m]]
+    if scaled:
+        rows = [[c["name"], *(_factors(models[m]["scale"]["factors"][c["name"]]) for m in scaled)]
+                for c in conditions]
+        references = ", ".join(f"{m}: {models[m]['scale']['reference_cell_diameter']:.1f} px"
+                               for m in scaled)
+        lines += ["`--scale auto` (`unet_keras.rescale`): images resampled out of all, and the "
+                  "median factor among them (1.00: none), by condition; training cell diameter "
+                  f"{references}:", "", *_table(["condition", *scaled], rows)]
     timed = [m for m in labels if "tta" in models[m]]
     if timed:
         rows = [[m, _cell(t["plain"]["scores"]), _cell(t["tta"]["scores"]),

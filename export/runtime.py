@@ -27,6 +27,7 @@ from unet_keras.image_io import to_uint8_rgb
 from unet_keras.postprocess import (label_cells, labels_to_png, measure_cells,
                                     probabilities_to_labels)
 from unet_keras.preprocess import crop_to, pad_to_multiple, to_model_input
+from unet_keras.rescale import ScaledPredictor
 
 log = logging.getLogger(__name__)
 
@@ -177,16 +178,25 @@ class Segmenter:
                             tile or self.tile, self.overlap if overlap is None else overlap)
 
     def segment(self, image: np.ndarray, image_name: str = "image",
-                instance_method: str = "watershed", edge_cells: str | None = None
-                ) -> SegmentResult:
+                instance_method: str = "watershed", edge_cells: str | None = None,
+                scale: float | str | None = None) -> SegmentResult:
         """Probabilities, label map, dataset-encoded mask, cell instances and measurements.
 
         ``edge_cells`` ("keep" or "drop" cells cut by the image edge; see
-        ``postprocess.edge_parts``) defaults to the model's tuned setting. Images larger than
+        ``postprocess.edge_parts``) defaults to the model's tuned setting. ``scale`` is
+        ``unet-keras predict --scale`` (``unet_keras.rescale``): "auto", a factor, or None for
+        "auto" when the model records its training cell size, else 1. Images larger than
         a tile are postprocessed one connected component at a time (``export.instances``): the
         same cells, numbered component by component.
         """
-        probability, notes = self._probabilities(image)
+        if scale is None:
+            scale = "auto" if self.config.cell_diameter else 1.0
+        if scale == 1.0:
+            probability, notes = self._probabilities(image)
+        else:
+            rgb, notes = to_uint8_rgb(np.asarray(image), source=f"input array {np.shape(image)}")
+            probability = ScaledPredictor(self.predict_probabilities, scale,
+                                          self.config.cell_diameter, self.thresholds[0])(rgb)
         has_nucleus = self.out_channels == 2
         min_area = self.config.min_cell_area
         edge_cells = edge_cells or self.config.edge_cells

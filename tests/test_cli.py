@@ -31,6 +31,7 @@ def test_train_writes_a_complete_run(trained_run):
     assert metrics["epochs_run"] == 2 and len(metrics["thresholds"]) == 2
     config = json.loads((trained_run / "config.json").read_text())
     assert config["thresholds"] == metrics["thresholds"] and config["out_channels"] == 2
+    assert 20 < config["cell_diameter"] < 64  # the synthetic training cells' median, in px
     assert not trained_run.with_name("tiny.partial").exists()
 
 
@@ -70,6 +71,22 @@ def test_predict_writes_masks_overlays_and_cells(trained_run, tmp_path):
     strict = run_cli("predict", str(inputs), "--model", str(trained_run), "--out",
                      str(tmp_path / "strict"), "--strict")
     assert strict.returncode == 1 and "broken.png" in strict.stderr
+
+
+def test_predict_at_another_scale(trained_run, tmp_path):
+    image = tmp_path / "cells.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (70, 90, 3), np.uint8)).save(image)
+    refused = run_cli("predict", str(image), "--model", str(trained_run), "--scale", "9",
+                      "--out", str(tmp_path / "no"))
+    assert refused.returncode == 1 and "--scale '9'" in refused.stderr
+    assert not (tmp_path / "no").exists()
+    for scale in ("2", "auto"):
+        out = tmp_path / scale
+        done = run_cli("predict", str(image), "--model", str(trained_run), "--scale", scale,
+                       "--out", str(out))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert np.array(Image.open(out / "cells_mask.png")).shape == (70, 90)
+    assert "--scale auto: " in done.stdout
 
 
 def test_train_on_bad_data_dir_leaves_nothing(tmp_path):

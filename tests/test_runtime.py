@@ -377,3 +377,21 @@ def test_component_wise_postprocessing_drops_the_same_edge_cells():
     assert not np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]]).any()
     for row in rows:  # the table's labels name the cells of the map
         assert row["area"] == np.count_nonzero(parts == row["label"])
+
+
+def test_segment_at_another_scale_and_auto_when_the_model_records_its_cell_size(segmenter):
+    from export.runtime import Segmenter
+    from unet_keras.rescale import ScaledPredictor, predict_at_scale
+
+    image = random_image(60, 76, seed=11)
+    doubled = segmenter.segment(image, scale=2.0)
+    np.testing.assert_array_equal(doubled.probability,
+                                  predict_at_scale(segmenter.predict_probabilities, image, 2.0))
+    assert doubled.mask_png.shape == (60, 76)
+    assert segmenter.config.cell_diameter == 0  # none recorded: scale 1 by default
+    np.testing.assert_array_equal(segmenter.segment(image).probability,
+                                  segmenter.predict_probabilities(image))
+    sized = Segmenter(segmenter.session, {**segmenter.metadata, "config": {
+        **segmenter.metadata["config"], "cell_diameter": 12.0}})
+    auto = ScaledPredictor(segmenter.predict_probabilities, "auto", 12.0, segmenter.thresholds[0])
+    np.testing.assert_array_equal(sized.segment(image).probability, auto(image))

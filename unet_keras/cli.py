@@ -149,9 +149,11 @@ def cmd_tune(args) -> int:
 
 def cmd_predict(args) -> int:
     from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
+    from unet_keras.rescale import ScaledPredictor, parse_scale
 
     if args.tta and not args.model:
         raise UsageError("--tta needs --model (the ONNX runtime does not average views)")
+    scale = parse_scale(args.scale) if args.scale else None  # None: auto if the model can
     inputs = collect_inputs(args.inputs)
     if not (args.model or args.onnx):
         from unet_keras.pretrained import pretrained_path
@@ -162,6 +164,11 @@ def cmd_predict(args) -> int:
     # Locked before the model loads, so a second run on one directory is refused at once.
     with exclusive_output_dir(Path(args.out)):
         probability_fn, config = _probability_source(args, model)
+        if scale is None:
+            scale = "auto" if config.cell_diameter else 1.0
+        if scale != 1.0:
+            probability_fn = ScaledPredictor(probability_fn, scale, config.cell_diameter,
+                                             config.channel_thresholds()[0])
         edge_cells = args.edge_cells or config.edge_cells
         if edge_cells == "drop":
             print("cells cut by the image edge are left out where another cell is clear of it "
@@ -174,6 +181,11 @@ def cmd_predict(args) -> int:
         print(f"converted {path}: {note}")
     for path, reason in summary.refused:
         print(f"refused {path}: {reason}", file=sys.stderr)
+    if scale == "auto":
+        moved = [f for f in probability_fn.factors if f != 1.0]
+        print(f"--scale auto: {len(moved)} of {len(probability_fn.factors)} image(s) predicted "
+              "again at another scale" + (f" (factors {min(moved):.2f}-{max(moved):.2f})"
+                                          if moved else ""))
     print(f"predicted {len(summary.written)} image(s), {summary.n_cells} cell(s); "
           f"refused {len(summary.refused)}; outputs in {args.out}")
     return EXIT_PARTIAL if summary.refused else EXIT_OK

@@ -20,6 +20,7 @@ RECIPE_FLAGS = {
     "dropout": "dropout",
     "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
     "init": "init", "class_balance": "class_balance", "ema": "ema", "elastic": "elastic",
+    "colour_strength": "colour_strength",
 }
 
 
@@ -59,6 +60,10 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--stain", action=argparse.BooleanOptionalAction, default=None,
                    help="haematoxylin-eosin-DAB stain jitter on top of the colour jitter "
                         f"(--no-stain: without); default {'on' if DEFAULTS.stain_augment else 'off'}")
+    p.add_argument("--colour-strength", type=float, metavar="K",
+                   help="widen (K > 1) or narrow the brightness, contrast, gamma, hue and "
+                        "saturation jitter ranges K times (2: hue +-22 degrees, contrast "
+                        f"0.7-1.3); default {DEFAULTS.colour_strength}")
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help=f"zoom range of the augmentation (1 1: none); default "
                         f"{DEFAULTS.scale_range[0]} {DEFAULTS.scale_range[1]}")
@@ -128,6 +133,13 @@ def _add_predict(sub) -> None:
     p.add_argument("--tta", action="store_true",
                    help="with --model: average the 8 flips and 90-degree turns of images up to "
                         "one tile (8x the inference time)")
+    p.add_argument("--scale",
+                   help="'auto': where the cells found are more than 1.4x off the size of the "
+                        "model's training cells (another magnification), predict again with "
+                        "them brought to it; or a factor to resample every image by before the "
+                        "model, the result going back to the image's grid (2: cells drawn twice "
+                        "as large; 1: as they are). Default: auto when the model records its "
+                        "training cell size (the shipped one does), else 1")
 
 
 def _add_export(sub) -> None:

@@ -13,6 +13,9 @@ CONFIG_FILENAME = "config.json"
 MIN_CELL_AREA = 30
 INITS = ("he_normal", "pytorch")  # initial kernels; see unet_keras.model.kernel_initializer
 LR_SCHEDULES = ("plateau", "cosine")
+# Colour jitter's ranges scale with ``colour_strength``; saturation's half-width is 0.2 x it, so
+# at 5 a draw could reach zero (grey) and past it.
+MAX_COLOUR_STRENGTH = 4.0
 # "drop": cells touching the image edge are left out when another cell lies clear of it
 # (see unet_keras.postprocess.edge_parts); "keep": every cell counts.
 EDGE_CELLS = ("keep", "drop")
@@ -57,6 +60,7 @@ class UNetConfig:
     image_size: int = 128
     augment: bool = True
     stain_augment: bool = False  # haematoxylin-eosin-DAB jitter (colour jitter stays on)
+    colour_strength: float = 1.0  # scales the colour jitter's ranges (data.augment.Augmenter)
     scale_range: tuple[float, float] = (0.5, 2.0)  # zoom; another scanner, another magnification
     class_balance: float = 0.0  # draw examples with probability ~ (cell-type count) ** -this
     elastic: float = 0.0  # sd (px) of a smooth elastic displacement of each crop (0: none)
@@ -73,6 +77,9 @@ class UNetConfig:
     thresholds: tuple[float, ...] = (0.5,)
     min_cell_area: int = MIN_CELL_AREA  # px; smaller objects are dropped
     edge_cells: str = "keep"  # "keep" or "drop" cells cut by the image edge (EDGE_CELLS)
+    # Median equivalent diameter (px) of the training masks' cells, recorded by training and
+    # tuning: the size `predict --scale auto` brings cells to (0: not measured).
+    cell_diameter: float = 0.0
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(float(v) for v in self.scale_range)
@@ -108,6 +115,9 @@ class UNetConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule={self.lr_schedule!r} (expected one of "
                             f"{', '.join(LR_SCHEDULES)})")
+        if not 0.0 <= self.colour_strength <= MAX_COLOUR_STRENGTH:
+            problems.append(f"colour_strength={self.colour_strength} (expected 0.."
+                            f"{MAX_COLOUR_STRENGTH}; 1: the default ranges)")
         if not self.elastic >= 0.0:
             problems.append(f"elastic={self.elastic} (expected a standard deviation >= 0, "
                             "in pixels; 0: off)")

@@ -21,6 +21,7 @@ import dataclasses
 import numpy as np
 from skimage.color import hed_from_rgb, rgb_from_hed
 
+from unet_keras.config import MAX_COLOUR_STRENGTH
 from unet_keras.data.warp import ELASTIC_GRID, output_grid, warp
 from unet_keras.preprocess import to_model_input
 
@@ -78,6 +79,9 @@ class Augmenter:
         scale_range: (low, high) zoom, drawn log-uniformly; (1, 1) disables zoom.
         stain: haematoxylin-eosin-DAB stain jitter.
         colour: brightness, contrast, gamma, hue and saturation jitter.
+        colour_strength: multiplies the half-width of each colour jitter range (1: brightness
+            +-0.06, contrast 1 +-0.15, gamma 0.85-1/0.85, hue +-0.03 turn, saturation 1 +-0.2;
+            2: twice as far); the draws are the same numbers, scaled.
         elastic: standard deviation, in output pixels, of the elastic displacement at each
             lattice point (0: none). Drawn from a second generator, so that the other
             parameters are the same draws with it on or off.
@@ -87,19 +91,23 @@ class Augmenter:
     def __init__(
         self, image_size: int, flips: bool = True, rot90: bool = True, free_rotation: bool = True,
         scale_range: tuple[float, float] = (0.8, 1.25), stain: bool = True, colour: bool = True,
-        elastic: float = 0.0, seed: int = 0,
+        colour_strength: float = 1.0, elastic: float = 0.0, seed: int = 0,
     ) -> None:
         low, high = (float(v) for v in scale_range)
         if image_size < 1:
             raise ValueError(f"image_size={image_size}: expected a positive integer")
         if not 0 < low <= high:
             raise ValueError(f"scale_range={scale_range}: expected 0 < low <= high")
+        if not 0 <= colour_strength <= MAX_COLOUR_STRENGTH:
+            raise ValueError(f"colour_strength={colour_strength}: expected 0..{MAX_COLOUR_STRENGTH}"
+                             " (contrast and saturation would reach zero beyond)")
         if not elastic >= 0:
             raise ValueError(f"elastic={elastic}: expected a standard deviation >= 0 (pixels)")
         self.image_size = int(image_size)
         self.flips, self.rot90, self.free_rotation = flips, rot90, free_rotation
         self.scale_range = (low, high)
         self.stain, self.colour, self.elastic = stain, colour, float(elastic)
+        self.colour_strength = float(colour_strength)
         self._rng = np.random.default_rng(seed)
         self._elastic_rng = np.random.default_rng([seed, 1])
 
@@ -119,9 +127,11 @@ class Augmenter:
         shift = tuple(float(v) for v in rng.uniform(-half, half))
         stain_scale = tuple(float(v) for v in rng.uniform(1 - STAIN_SCALE, 1 + STAIN_SCALE, 3))
         stain_shift = tuple(float(v) for v in rng.uniform(-STAIN_SHIFT, STAIN_SHIFT, 3))
-        brightness, contrast = float(rng.uniform(-0.06, 0.06)), float(rng.uniform(0.85, 1.15))
-        gamma = float(np.exp(rng.uniform(np.log(0.85), -np.log(0.85))))
-        hue, saturation = float(rng.uniform(-0.03, 0.03)), float(rng.uniform(0.8, 1.2))
+        k = self.colour_strength
+        brightness = float(rng.uniform(-0.06 * k, 0.06 * k))
+        contrast = float(rng.uniform(1 - 0.15 * k, 1 + 0.15 * k))
+        gamma = float(np.exp(rng.uniform(np.log(0.85) * k, -np.log(0.85) * k)))
+        hue, saturation = float(rng.uniform(-0.03 * k, 0.03 * k)), float(rng.uniform(1 - 0.2 * k, 1 + 0.2 * k))
         drawn = AugmentParams(
             flip, turns, angle, scale, shift, stain_scale, stain_shift,
             brightness, contrast, gamma, hue, saturation,

@@ -39,6 +39,7 @@ class TrainingBatches(keras.utils.PyDataset):
             free_rotation=config.augment,
             scale_range=config.scale_range if config.augment else (1.0, 1.0),
             stain=config.augment and config.stain_augment, colour=config.augment,
+            colour_strength=config.colour_strength,
             elastic=config.elastic if config.augment else 0.0, seed=seed,
         )
         self.rng = np.random.default_rng(seed)

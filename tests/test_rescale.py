@@ -1,0 +1,80 @@
+"""Inference at the training magnification (`predict --scale`): unet_keras.rescale."""
+
+import numpy as np
+import pytest
+
+from unet_keras.rescale import (AUTO_TOLERANCE, ScaledPredictor, ScaleError, parse_scale,
+                                predict_at_scale, training_cell_diameter)
+
+
+def disk_image(size: int, diameter: float, centre=None) -> tuple[np.ndarray, np.ndarray]:
+    """A dark disk on a light background: (uint8 RGB image, label map with the disk as 1)."""
+    rows, cols = np.mgrid[:size, :size]
+    cy, cx = centre or (size / 2, size / 2)
+    disk = (rows + 0.5 - cy) ** 2 + (cols + 0.5 - cx) ** 2 <= (diameter / 2) ** 2
+    image = np.where(disk[..., None], 60, 230).astype(np.uint8) * np.ones(3, np.uint8)
+    return image, disk.astype(np.uint8)
+
+
+class DarkIsCell:
+    """A stand-in model: whole-cell probability 1 on dark pixels; counts its calls and sizes."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def __call__(self, image):
+        self.shapes.append(image.shape[:2])
+        return (np.asarray(image)[..., :1] < 128).astype(np.float32)
+
+
+@pytest.mark.parametrize("text, expected", [("auto", "auto"), ("2", 2.0), ("0.5", 0.5)])
+def test_scale_option_reads_auto_or_a_factor(text, expected):
+    assert parse_scale(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "5", "big", "nan"])
+def test_scale_option_refuses_other_values_naming_them(text):
+    with pytest.raises(ScaleError, match=f"--scale '{text}'"):
+        parse_scale(text)
+
+
+def test_training_cell_diameter_is_the_median_of_cells_clear_of_the_edge():
+    masks = [disk_image(120, d)[1] for d in (60, 70, 80)]
+    masks.append(disk_image(120, 100, centre=(10, 10))[1])  # cut by the edge: not counted
+    assert training_cell_diameter(masks) == pytest.approx(70, abs=1)
+    with pytest.raises(ScaleError, match="no cells"):
+        training_cell_diameter([np.zeros((8, 8), np.uint8)])
+
+
+def test_probabilities_at_another_scale_come_back_on_the_image_grid():
+    image, disk = disk_image(90, 50)
+    fn = DarkIsCell()
+    prob = predict_at_scale(fn, image, 2.0)
+    assert fn.shapes == [(180, 180)] and prob.shape == (90, 90, 1)
+    found = prob[..., 0] > 0.5
+    assert (found & (disk > 0)).sum() / (found | (disk > 0)).sum() > 0.97
+
+
+def test_auto_scale_brings_large_cells_to_the_training_size():
+    image, _ = disk_image(300, 150)  # twice the reference: predicted again at 0.5x
+    fn = DarkIsCell()
+    predictor = ScaledPredictor(fn, "auto", reference=75.0)
+    prob = predictor(image)
+    assert fn.shapes == [(300, 300), (150, 150)]
+    assert predictor.factors == [pytest.approx(0.5, abs=0.01)] and prob.shape == (300, 300, 1)
+
+
+def test_auto_scale_leaves_cells_within_the_tolerance_alone():
+    fn = DarkIsCell()
+    predictor = ScaledPredictor(fn, "auto", reference=75.0)
+    for diameter in (75 / AUTO_TOLERANCE + 2, 75 * AUTO_TOLERANCE - 2):
+        image = disk_image(160, diameter)[0]
+        np.testing.assert_array_equal(predictor(image), fn(image))
+    blank = np.full((64, 64, 3), 230, np.uint8)  # no cell found: the first pass stands
+    predictor(blank)
+    assert predictor.factors == [1.0, 1.0, 1.0]
+
+
+def test_auto_scale_needs_the_models_training_cell_size():
+    with pytest.raises(ScaleError, match="unet-keras tune"):
+        ScaledPredictor(DarkIsCell(), "auto", reference=0.0)

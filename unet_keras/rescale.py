@@ -1,0 +1,168 @@
+"""Inference at the magnification a model was trained at (numpy and scikit-image only).
+
+Another scanner or objective shows cells larger or smaller than the training images did. The
+training zoom (0.5x-2x by default) covers part of that; beyond it, ``unet-keras predict --scale``
+resamples each image before the model and the probabilities back to the image's own grid after:
+
+- a number: every image by that factor (2: the model sees cells twice as large);
+- ``auto``: a first pass at the image's own size finds the cells; when their median equivalent
+  diameter is more than ``AUTO_TOLERANCE`` times off the training cells' (``cell_diameter`` in
+  the model's config, measured on its training masks), the image is resampled so that the two
+  match and predicted again. Otherwise the first pass stands, so images at the training
+  magnification cost one pass and come out unchanged.
+
+Resampling is bilinear and anti-aliased when shrinking, as in the robustness benchmark's zoom.
+Works on any one-image probability function: the Keras model's or the ONNX runtime's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+import numpy as np
+from skimage.measure import label as connected_components
+from skimage.measure import regionprops
+from skimage.transform import resize
+
+from unet_keras.image_io import to_uint8_rgb
+
+log = logging.getLogger(__name__)
+
+ProbabilityFn = Callable[[np.ndarray], np.ndarray]
+
+# Dataset 1's whole cells have equivalent diameters from 0.73x (5th percentile) to 1.18x (95th)
+# their median: sizes within this factor of the reference are the cell types' own spread, and
+# inside the training zoom besides.
+AUTO_TOLERANCE = 1.4
+SCALE_LIMITS = (0.25, 4.0)
+# Objects narrower than this fraction of the widest are fragments or debris, not cells to size.
+_MIN_WIDTH_FRACTION = 0.5
+
+
+class ScaleError(ValueError):
+    """A scale request that cannot be served (bad factor, model without a reference size)."""
+
+
+def parse_scale(text: str) -> float | str:
+    """``"auto"`` or a factor in ``SCALE_LIMITS`` from the command line's ``--scale``."""
+    if text == "auto":
+        return text
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = float("nan")
+    if not SCALE_LIMITS[0] <= factor <= SCALE_LIMITS[1]:
+        raise ScaleError(f"--scale {text!r}: expected 'auto' or a factor from {SCALE_LIMITS[0]} "
+                         f"to {SCALE_LIMITS[1]} (2: cells drawn twice as large)")
+    return factor
+
+
+def equivalent_diameters(mask: np.ndarray, min_area: float = 0) -> tuple[list[float], list[float]]:
+    """Equivalent diameters (px) of a boolean mask's objects of at least ``min_area`` pixels:
+    (those clear of the image edge, those touching it)."""
+    clear, cut = [], []
+    height, width = mask.shape
+    for region in regionprops(connected_components(mask, connectivity=2)):
+        if region.area < min_area:
+            continue
+        top, left, bottom, right = region.bbox
+        touches = top == 0 or left == 0 or bottom == height or right == width
+        (cut if touches else clear).append(float(region.equivalent_diameter_area))
+    return clear, cut
+
+
+def training_cell_diameter(masks: Iterable[np.ndarray], min_area: float = 0) -> float:
+    """Median equivalent diameter (px) of the whole cells (label > 0) of training label maps;
+    cells cut by the image edge count only when no cell is clear of it."""
+    clear, cut = [], []
+    for mask in masks:
+        a, b = equivalent_diameters(np.asarray(mask) > 0, min_area)
+        clear += a
+        cut += b
+    sizes = clear or cut
+    if not sizes:
+        raise ScaleError("no cells in the training masks: cannot measure a reference cell size")
+    return float(np.median(sizes))
+
+
+def resample(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) float array resampled to ``shape`` (bilinear; anti-aliased when shrinking)."""
+    shrinking = shape[0] < array.shape[0] or shape[1] < array.shape[1]
+    return resize(array, (*shape, array.shape[2]), order=1, mode="reflect",
+                  anti_aliasing=shrinking, preserve_range=True).astype(np.float32)
+
+
+def scaled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
+    return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
+
+
+def predict_at_scale(fn: ProbabilityFn, image: np.ndarray, factor: float) -> np.ndarray:
+    """``fn``'s probabilities for ``image`` resampled by ``factor``, on the image's own grid.
+
+    The resampled image is rounded to uint8, as a file scanned at that magnification would be.
+    """
+    rgb, _ = to_uint8_rgb(np.asarray(image))
+    if factor == 1.0:
+        return fn(rgb)
+    scaled = resample(rgb.astype(np.float32), scaled_shape(rgb.shape, factor))
+    prob = fn(np.round(np.clip(scaled, 0, 255)).astype(np.uint8))
+    return np.clip(resample(prob, rgb.shape[:2]), 0.0, 1.0)
+
+
+def estimate_factor(prob: np.ndarray, threshold: float, reference: float) -> float | None:
+    """The factor that brings the cells of a probability map to ``reference`` px, or None when
+    it finds none.
+
+    Measured: the median equivalent diameter of the objects at least half as wide as the
+    widest, so that fragments and debris (which would call for a large zoom) do not count.
+    Objects clear of the edge are measured; cut ones only without them (their size then
+    understates the cell, so the factor errs towards less change).
+    """
+    clear, cut = equivalent_diameters(prob[..., 0] > threshold)
+    sizes = np.asarray(clear or cut)
+    if not sizes.size:
+        return None
+    cells = sizes[sizes >= _MIN_WIDTH_FRACTION * sizes.max()]
+    return float(np.clip(reference / np.median(cells), *SCALE_LIMITS))
+
+
+class ScaledPredictor:
+    """A one-image probability function that runs ``fn`` at a fixed or automatic scale.
+
+    Args:
+        fn: one image -> probabilities (H, W, C) on the image's grid.
+        scale: a factor, or ``"auto"``.
+        reference: the training cells' median equivalent diameter (px); needed by ``"auto"``.
+        threshold: the whole-cell threshold that makes the first pass's mask.
+        tolerance: ``"auto"`` resamples only when the estimated factor lies outside
+            [1 / tolerance, tolerance].
+    Attributes:
+        factors: the factor applied to each image so far, in call order (1.0: none).
+    """
+
+    def __init__(self, fn: ProbabilityFn, scale: float | str, reference: float = 0.0,
+                 threshold: float = 0.5, tolerance: float = AUTO_TOLERANCE) -> None:
+        if scale == "auto" and not reference > 0:
+            raise ScaleError("--scale auto needs the model's training cell size (cell_diameter "
+                             "in its config, recorded by `unet-keras train` and `unet-keras "
+                             "tune`); this model has none: run `unet-keras tune --model RUN`, or "
+                             "give --scale a factor")
+        if scale != "auto":
+            scale = parse_scale(str(scale))
+        self.fn, self.scale, self.reference = fn, scale, float(reference)
+        self.threshold, self.tolerance = float(threshold), float(tolerance)
+        self.factors: list[float] = []
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self.scale != "auto":
+            self.factors.append(float(self.scale))
+            return predict_at_scale(self.fn, image, float(self.scale))
+        prob = self.fn(image)
+        factor = estimate_factor(prob, self.threshold, self.reference)
+        if factor is None or 1 / self.tolerance <= factor <= self.tolerance:
+            self.factors.append(1.0)
+            return prob
+        log.info("cells %.2fx the training size: predicting again at %.2fx", 1 / factor, factor)
+        self.factors.append(factor)
+        return predict_at_scale(self.fn, image, factor)
