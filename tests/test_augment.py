@@ -239,7 +239,28 @@ def test_disabled_options_leave_identity_params():
     assert params.shift == (0.0, 0.0)  # 128 px image, 128 px window: nothing to crop or pad
 
 
+def test_colour_strength_scales_each_colour_draw_about_the_identity():
+    draws = {k: [Augmenter(128, seed=4, colour_strength=k).sample((120, 120)) for _ in range(20)]
+             for k in (0.0, 1.0, 2.0)}
+    for none, one, two in zip(*draws.values()):
+        assert dataclasses.replace(two, **_colour_of(one)) == one  # geometry and stain: same draws
+        for name, value in _colour_of(one).items():
+            identity = getattr(AugmentParams(), name)
+            if name == "gamma":
+                assert np.log(_colour_of(two)[name]) == pytest.approx(2 * np.log(value))
+            else:
+                assert _colour_of(two)[name] - identity == pytest.approx(2 * (value - identity))
+            assert _colour_of(none)[name] == pytest.approx(identity)
+
+
+def _colour_of(params: AugmentParams) -> dict:
+    return {name: getattr(params, name)
+            for name in ("brightness", "contrast", "gamma", "hue", "saturation")}
+
+
 def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="colour_strength"):
+        Augmenter(128, colour_strength=5.0)
     with pytest.raises(ValueError, match="scale_range"):
         Augmenter(128, scale_range=(0.0, 1.0))
     with pytest.raises(ValueError, match="elastic"):
