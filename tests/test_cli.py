@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -87,6 +88,16 @@ def test_predict_at_another_scale(trained_run, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert np.array(Image.open(out / "cells_mask.png")).shape == (70, 90)
     assert "--scale auto: " in done.stdout
+    old_run = tmp_path / "old-run"  # trained before runs recorded their cells' size
+    shutil.copytree(trained_run, old_run)
+    config = json.loads((old_run / "config.json").read_text())
+    (old_run / "config.json").write_text(json.dumps({**config, "cell_diameter": 0.0}))
+    refused = run_cli("predict", str(image), "--model", str(old_run), "--scale", "auto",
+                      "--out", str(tmp_path / "no"))
+    assert refused.returncode == 1 and "unet-keras tune" in refused.stderr
+    assert not (tmp_path / "no").exists()
+    done = run_cli("predict", str(image), "--model", str(old_run), "--out", str(tmp_path / "old"))
+    assert done.returncode == 0 and "--scale auto" not in done.stdout  # default: as they are
 
 
 def test_train_on_bad_data_dir_leaves_nothing(tmp_path):

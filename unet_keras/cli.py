@@ -161,6 +161,8 @@ def cmd_predict(args) -> int:
         args.onnx = str(pretrained_path("onnx"))
         print(f"no --model or --onnx: using the shipped pretrained model {args.onnx}")
     model = resolve_model(args.model) if args.model else None  # fail before creating --out
+    if scale == "auto" and model and not model[1].cell_diameter:
+        ScaledPredictor(None, scale, model[1].cell_diameter)  # refuses, saying what to do
     # Locked before the model loads, so a second run on one directory is refused at once.
     with exclusive_output_dir(Path(args.out)):
         probability_fn, config = _probability_source(args, model)
