@@ -38,6 +38,7 @@ def make_fold(out, fold, scores, nucleus=None, **recipe):
     run = out / f"fold-{fold}"
     run.mkdir(parents=True)
     UNetConfig(fold=fold, thresholds=(0.45,), min_cell_area=10 * fold,  # tuned per fold
+               cell_diameter=40.0 + fold,  # measured on each fold's own training masks
                **{**TINY_RECIPE, **recipe}).save(run / "config.json")
     test = {"whole_cell_dice": dice, "whole_cell_dice_sd": 0.05, "whole_cell_iou": iou,
             "ap50": ap50, "ap50_95": ap50_95, "n_images": 40}
