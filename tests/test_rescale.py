@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from unet_keras import rescale
 from unet_keras.rescale import (AUTO_TOLERANCE, ScaledPredictor, ScaleError, parse_scale,
                                 predict_at_scale, training_cell_diameter)
 
@@ -78,3 +79,20 @@ def test_auto_scale_leaves_cells_within_the_tolerance_alone():
 def test_auto_scale_needs_the_models_training_cell_size():
     with pytest.raises(ScaleError, match="unet-keras tune"):
         ScaledPredictor(DarkIsCell(), "auto", reference=0.0)
+
+
+def test_enlargement_stops_at_the_pixel_bound(monkeypatch, caplog):
+    monkeypatch.setattr(rescale, "MAX_SCALED_PIXELS", 200 * 200)
+    image, _ = disk_image(100, 20)  # cells a quarter of the reference: 3.75x wanted, 2x allowed
+    fn = DarkIsCell()
+    predictor = ScaledPredictor(fn, "auto", reference=75.0)
+    with caplog.at_level("WARNING", logger="unet_keras.rescale"):
+        prob = predictor(image)
+    assert fn.shapes == [(100, 100), (200, 200)] and prob.shape == (100, 100, 1)
+    assert predictor.factors == [2.0] and "enlarged 2.00x instead" in caplog.text
+    fixed = ScaledPredictor(fn, 4.0)
+    fixed(image)
+    assert fixed.factors == [2.0] and fn.shapes[-1] == (200, 200)
+    big = np.zeros((300, 300, 3), np.uint8)  # already over the bound: not enlarged at all
+    assert rescale.bounded_factor(big.shape, 3.0) == 1.0
+    assert rescale.bounded_factor(big.shape, 0.5) == 0.5  # shrinking is never bounded

@@ -36,6 +36,9 @@ ProbabilityFn = Callable[[np.ndarray], np.ndarray]
 # inside the training zoom besides.
 AUTO_TOLERANCE = 1.4
 SCALE_LIMITS = (0.25, 4.0)
+# Enlarging stops at this many pixels (the 8000 x 8000 image whose tiled inference peaks at
+# 1.5 GB): a large smear of small cells would otherwise be resampled to 16x its pixels.
+MAX_SCALED_PIXELS = 8000 * 8000
 # Objects narrower than this fraction of the widest are fragments or debris, not cells to size.
 _MIN_WIDTH_FRACTION = 0.5
 
@@ -97,6 +100,19 @@ def scaled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
     return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
 
 
+def bounded_factor(shape: tuple[int, ...], factor: float) -> float:
+    """``factor``, lowered where needed so the resampled image has at most ``MAX_SCALED_PIXELS``
+    (never below 1: an image already that large is not enlarged)."""
+    pixels = shape[0] * shape[1]
+    if factor <= 1.0 or pixels * factor**2 <= MAX_SCALED_PIXELS:
+        return factor
+    bounded = max(1.0, float(np.sqrt(MAX_SCALED_PIXELS / pixels)))
+    log.warning("a %dx%d image enlarged %.2fx would have %.0f Mpx: enlarged %.2fx instead "
+                "(at most %d Mpx)", shape[1], shape[0], factor, pixels * factor**2 / 1e6,
+                bounded, MAX_SCALED_PIXELS // 10**6)
+    return bounded
+
+
 def predict_at_scale(fn: ProbabilityFn, image: np.ndarray, factor: float) -> np.ndarray:
     """``fn``'s probabilities for ``image`` resampled by ``factor``, on the image's own grid.
 
@@ -138,7 +154,8 @@ class ScaledPredictor:
         tolerance: ``"auto"`` resamples only when the estimated factor lies outside
             [1 / tolerance, tolerance].
     Attributes:
-        factors: the factor applied to each image so far, in call order (1.0: none).
+        factors: the factor applied to each image so far, in call order (1.0: none); an
+            enlargement is bounded by ``MAX_SCALED_PIXELS`` (logged when it is).
     """
 
     def __init__(self, fn: ProbabilityFn, scale: float | str, reference: float = 0.0,
@@ -156,10 +173,13 @@ class ScaledPredictor:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self.scale != "auto":
-            self.factors.append(float(self.scale))
-            return predict_at_scale(self.fn, image, float(self.scale))
+            factor = bounded_factor(np.shape(image), float(self.scale))
+            self.factors.append(factor)
+            return predict_at_scale(self.fn, image, factor)
         prob = self.fn(image)
         factor = estimate_factor(prob, self.threshold, self.reference)
+        if factor is not None:
+            factor = bounded_factor(prob.shape, factor)
         if factor is None or 1 / self.tolerance <= factor <= self.tolerance:
             self.factors.append(1.0)
             return prob
