@@ -210,7 +210,9 @@ def load_shared_test(configs: dict[str, tuple[Path, UNetConfig]], data_dir, synt
 
 
 def _split(config: UNetConfig) -> str:
-    return (f"{config.dataset}, fold {config.fold} of {config.num_folds}, split seed "
+    part = (f"test images {config.test_ids}" if config.test_ids
+            else f"fold {config.fold} of {config.num_folds}")
+    return (f"{config.dataset}, {part}, split seed "
             f"{config.split_seed}, validation fraction {config.val_fraction}, seed {config.seed}")
 
 

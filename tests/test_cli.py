@@ -133,3 +133,21 @@ def test_recipe_flags_set_the_recipe(flags, field, value):
 
     args = build_parser().parse_args(["cv", "--out", "x", *flags])
     assert getattr(recipe_config(args), field) == value
+
+
+def test_train_on_held_out_ids_and_evaluate_them(tmp_path):
+    ids = ",".join(f"synthetic-{i:04d}" for i in range(10))
+    out = tmp_path / "held"
+    done = run_cli("train", "--synthetic", "--epochs", "1", *TINY, "--test-ids", ids,
+                   "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_ids"] == ids and metrics["n_test"] == 10 and metrics["n_val"] == 19
+    assert json.loads((out / "config.json").read_text())["test_ids"] == ids
+    done = run_cli("evaluate", "--model", str(out), "--synthetic")
+    assert done.returncode == 0 and f"test images {ids}" in done.stdout
+    scored = json.loads((out / "evaluate-test-ids" / "metrics.json").read_text())
+    assert scored["test"]["whole_cell_dice"] == pytest.approx(metrics["test"]["whole_cell_dice"])
+    refused = run_cli("train", "--synthetic", "--test-ids", "nope", "--out", str(tmp_path / "n"))
+    assert refused.returncode == 1 and "test ids 'nope' name 0 of the 200" in refused.stderr
+    assert not (tmp_path / "n").exists() and not (tmp_path / "n.partial").exists()

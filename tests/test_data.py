@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unet_keras.config import UNetConfig
+from unet_keras.config import ConfigError, UNetConfig
 from unet_keras.data.loading import load_fold
-from unet_keras.data.splits import fold_indices
+from unet_keras.data.splits import fold_indices, holdout_indices
 from unet_keras.data.tfds_builder import load_examples
 from unet_keras.data.zheng2018 import DataError, scan_pairs
 
@@ -116,6 +116,40 @@ def test_folds_are_deterministic_disjoint_and_cover_everything():
         same = fold_indices(shuffled, fold)
         assert sorted(shuffled[i] for i in same["test"]) == sorted(ids[i] for i in parts["test"])
     assert sorted(tests) == list(range(300))
+
+
+def test_held_out_ids_are_the_test_part_and_validation_comes_from_the_rest():
+    ids = [f"{i:03d}" for i in range(1, 301)]
+    parts = holdout_indices(ids, "201-300")
+    assert [ids[i] for i in parts["test"]] == ids[200:]
+    assert len(parts["val"]) == 20 and len(parts["train"]) == 180
+    assert set(parts["train"]) | set(parts["val"]) == set(range(200))
+    assert not set(parts["train"]) & set(parts["val"])
+    # Single ids match as numbers, and reading order does not change the parts.
+    mixed = holdout_indices(list(reversed(ids)), "7, 1-3,300")
+    assert sorted(ids[::-1][i] for i in mixed["test"]) == ["001", "002", "003", "007", "300"]
+    assert holdout_indices(ids, "250-260", seed=1)["val"] != parts["val"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("5-2", "range '5-2'"), ("a-b", "name 0 of the 300"), ("1,,2", "empty item"), ("", "empty"),
+    ("400-500", "name 0 of the 300"), ("1-300", "name 300 of the 300"),
+])
+def test_held_out_ids_refuse_bad_or_empty_selections(spec, message):
+    ids = [f"{i:03d}" for i in range(1, 301)]
+    with pytest.raises(ValueError, match=message):
+        holdout_indices(ids, spec)
+
+
+def test_a_config_with_bad_test_ids_is_refused_and_load_fold_names_the_data():
+    with pytest.raises(ConfigError, match="range '9-1'"):
+        UNetConfig(test_ids="9-1")
+    with pytest.raises(DataError, match="SYNTHETIC.*name 0 of the 200"):
+        load_fold(UNetConfig(test_ids="5000-6000"), synthetic=True)
+    config = UNetConfig(test_ids="synthetic-0003, synthetic-0007")
+    data = load_fold(config, synthetic=True)
+    assert [e["image_id"] for e in data.test] == ["synthetic-0003", "synthetic-0007"]
+    assert config.test_part == "images synthetic-0003, synthetic-0007"
 
 
 def test_synthetic_fallback_is_labelled():

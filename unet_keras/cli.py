@@ -111,25 +111,26 @@ def cmd_evaluate(args) -> int:
     from unet_keras.model import load_model
 
     model_path, config = resolve_model(args.model)
-    if args.fold is not None:
-        config.fold = args.fold
+    if args.fold is not None:  # that fold, even for a run trained with --test-ids
+        config.fold, config.test_ids = args.fold, ""
         config.validate()
     data = load_fold(config, args.data_dir, synthetic=args.synthetic)
     model = load_model(model_path)
     probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple,
                                   tta=args.tta)
     rows, summary = score_config(probs, data.test, config)
-    out = Path(args.out) if args.out else model_path.parent / f"evaluate-fold{config.fold}"
+    out = Path(args.out) if args.out else model_path.parent / (
+        "evaluate-test-ids" if config.test_ids else f"evaluate-fold{config.fold}")
     out.mkdir(parents=True, exist_ok=True)
     import keras
 
     write_json({"data_source": data.source, "synthetic": data.synthetic, "fold": config.fold,
-                "model": str(model_path), "keras_backend": keras.backend.backend(),
+                "test_ids": config.test_ids, "model": str(model_path), "keras_backend": keras.backend.backend(),
                 "tta": args.tta,
                 "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
                 "edge_cells": config.edge_cells, "test": summary}, out / "metrics.json")
     write_per_image_csv(rows, out / "per_image.csv")
-    _print_scores(f"test fold {config.fold}", summary, data.source)
+    _print_scores(f"test {config.test_part}", summary, data.source)
     print(f"written: {out / 'metrics.json'}, {out / 'per_image.csv'}")
     return EXIT_OK
 
@@ -143,7 +144,7 @@ def cmd_tune(args) -> int:
     metrics = retune(model_path.parent, data)
     print(f"tuned on {len(data.val)} validation images: thresholds {metrics['thresholds']}, "
           f"min_cell_area {metrics['min_cell_area']} px, edge cells {metrics['edge_cells']}")
-    _print_scores(f"test fold {config.fold}", metrics["test"], data.source)
+    _print_scores(f"test {config.test_part}", metrics["test"], data.source)
     return EXIT_OK
 
 

@@ -20,7 +20,7 @@ RECIPE_FLAGS = {
     "dropout": "dropout",
     "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
     "init": "init", "class_balance": "class_balance", "ema": "ema", "elastic": "elastic",
-    "colour_strength": "colour_strength",
+    "colour_strength": "colour_strength", "test_ids": "test_ids",
 }
 
 
@@ -33,6 +33,10 @@ def _add_training_options(p, fold: bool = True) -> None:
                    help=f"default {DEFAULTS.dataset}")
     if fold:
         p.add_argument("--fold", type=int, help=f"default {DEFAULTS.fold}")
+        p.add_argument("--test-ids", metavar="IDS",
+                       help="test on these image ids instead of a fold (201-300: Dataset 1's "
+                            "white-background batch; ids and LOW-HIGH ranges, comma-separated); "
+                            "validation comes from the other images as for a fold")
     p.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs}")
     p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS.batch_size}")
     p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")

@@ -55,6 +55,9 @@ class UNetConfig:
     dataset: str = "dataset1"
     fold: int = 0
     num_folds: int = 5
+    # Image ids of the test part instead of fold ``fold`` ("201-300": Dataset 1's white-background
+    # batch); validation is carved from the others as for a fold. "": k-fold.
+    test_ids: str = ""
     split_seed: int = 42
     val_fraction: float = 0.1
     image_size: int = 128
@@ -87,6 +90,11 @@ class UNetConfig:
         self.validate()
 
     @property
+    def test_part(self) -> str:
+        """What the test part is: "fold 0", or "images 201-300" with ``test_ids``."""
+        return f"images {self.test_ids}" if self.test_ids else f"fold {self.fold}"
+
+    @property
     def multiple(self) -> int:
         """Input height and width must be multiples of this."""
         return 2**self.depth
@@ -115,6 +123,13 @@ class UNetConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule={self.lr_schedule!r} (expected one of "
                             f"{', '.join(LR_SCHEDULES)})")
+        if self.test_ids:
+            from unet_keras.data.splits import parse_id_spec
+
+            try:
+                parse_id_spec(self.test_ids)
+            except ValueError as err:
+                problems.append(str(err))
         if not 0.0 <= self.colour_strength <= MAX_COLOUR_STRENGTH:
             problems.append(f"colour_strength={self.colour_strength} (expected 0.."
                             f"{MAX_COLOUR_STRENGTH}; 1: the default ranges)")

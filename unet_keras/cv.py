@@ -208,6 +208,9 @@ def run_cv(config: UNetConfig, out: str | Path, folds: Sequence[int],
     from unet_keras.train import check_devices, partial_dir, train
 
     out = Path(out)
+    if config.test_ids:
+        raise CVError(f"test_ids={config.test_ids!r}: cross-validation tests on each fold in "
+                      "turn; expected no fixed test images (train --test-ids for one run)")
     if out.exists() and not out.is_dir():
         raise CVError(f"{out}: not a directory; expected a cross-validation output directory")
     check_devices(devices, config.batch_size)

@@ -224,7 +224,7 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
     metrics = {
         "data_source": data.source,
         "synthetic": data.synthetic,
-        "fold": config.fold,
+        "fold": config.fold, "test_ids": config.test_ids,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "epochs_run": epochs_run,
         "resumed_after_epochs": state["resumed_after"],

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unet_keras.config import UNetConfig
-from unet_keras.data.splits import fold_indices
+from unet_keras.data.splits import fold_indices, holdout_indices
 from unet_keras.data.zheng2018 import default_data_dir
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,23 @@ def load_all(config: UNetConfig, data_dir: str | Path | None = None,
 
 def load_fold(config: UNetConfig, data_dir: str | Path | None = None,
               synthetic: bool = False) -> FoldData:
-    """Train/val/test examples for ``config.fold`` (see ``load_all`` for the data source)."""
+    """Train/val/test examples for ``config.fold``, or with ``config.test_ids`` as the test part
+    (see ``load_all`` for the data source).
+
+    Raises:
+        DataError: ``config.test_ids`` names no image or every image of the data.
+    """
+    from unet_keras.data.zheng2018 import DataError
+
     examples, source, synthetic = load_all(config, data_dir, synthetic)
-    parts = fold_indices([e["image_id"] for e in examples], config.fold, config.num_folds,
-                         config.split_seed, config.val_fraction)
+    ids = [e["image_id"] for e in examples]
+    if config.test_ids:
+        try:
+            parts = holdout_indices(ids, config.test_ids, config.split_seed, config.val_fraction)
+        except ValueError as err:
+            raise DataError(f"{source}: {err}") from None
+    else:
+        parts = fold_indices(ids, config.fold, config.num_folds, config.split_seed,
+                             config.val_fraction)
     pick = {name: [examples[i] for i in idx] for name, idx in parts.items()}
     return FoldData(pick["train"], pick["val"], pick["test"], source, synthetic)

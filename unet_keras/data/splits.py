@@ -26,3 +26,60 @@ def fold_indices(image_ids: Sequence[str], fold: int, num_folds: int = 5, seed: 
     rest = [i for k, chunk in enumerate(chunks) if k != fold for i in chunk.tolist()]
     n_val = int(round(val_fraction * len(rest)))
     return {"train": rest[n_val:], "val": rest[:n_val], "test": test}
+
+
+def parse_id_spec(spec: str) -> list[tuple[int, int] | str]:
+    """``"201-300"`` or ``"5,17,40-60"`` -> inclusive numeric ranges and single ids.
+
+    Raises:
+        ValueError: an empty item, or a numeric range whose ends descend.
+    """
+    items: list[tuple[int, int] | str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        low, dash, high = (s.strip() for s in part.partition("-"))
+        if not part:
+            raise ValueError(f"test ids {spec!r}: empty item; expected ids or LOW-HIGH ranges, "
+                             "comma-separated (201-300)")
+        if dash and low.isdigit() and high.isdigit():
+            if int(low) > int(high):
+                raise ValueError(f"test ids {spec!r}: range {part!r}; expected LOW-HIGH with "
+                                 "LOW <= HIGH")
+            items.append((int(low), int(high)))
+        else:  # an id, which may itself hold a dash (synthetic-0007)
+            items.append(part)
+    return items
+
+
+def _matches(image_id: str, items: Sequence[tuple[int, int] | str]) -> bool:
+    number = int(image_id) if image_id.isdigit() else None
+    for item in items:
+        if isinstance(item, tuple):
+            if number is not None and item[0] <= number <= item[1]:
+                return True
+        elif item == image_id or (number is not None and item.isdigit() and int(item) == number):
+            return True
+    return False
+
+
+def holdout_indices(image_ids: Sequence[str], spec: str, seed: int = 42,
+                    val_fraction: float = 0.1) -> dict[str, list[int]]:
+    """Train / val / test index lists with the images named by ``spec`` as the test part.
+
+    For a test set chosen by what the images are, not by chance: another acquisition batch,
+    stain or scanner (Dataset 1's images 201-300 are the white-background batch). Ids match as
+    numbers where both are numeric (``7`` names ``007``). Val = the first ``val_fraction`` of the
+    other images in the seeded order of ``fold_indices``.
+
+    Raises:
+        ValueError: a bad spec, or one that names no image or every image.
+    """
+    items = parse_id_spec(spec)
+    order = sorted(range(len(image_ids)), key=lambda i: image_ids[i])
+    perm = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
+    test = [i for i in perm if _matches(image_ids[i], items)]
+    rest = [i for i in perm if not _matches(image_ids[i], items)]
+    if not test or not rest:
+        raise ValueError(f"test ids {spec!r} name {len(test)} of the {len(image_ids)} images; "
+                         "expected some but not all of them")
+    n_val = int(round(val_fraction * len(rest)))
+    return {"train": rest[n_val:], "val": rest[:n_val], "test": sorted(test, key=lambda i: image_ids[i])}
