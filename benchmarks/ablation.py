@@ -28,7 +28,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -41,12 +41,12 @@ PLOTTED = ("whole_cell_dice", "nucleus_dice", "ap50")
 SPLIT_KEYS = ("dataset", "num_folds", "split_seed", "val_fraction")
 
 
-def parse_variants(items: Sequence[str]) -> list[tuple[str, Path]]:
+def parse_variants(items: Sequence[str], what: str = "CV_DIR") -> list[tuple[str, Path]]:
     variants, seen = [], set()
     for item in items:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
-            raise CVError(f"{item!r}: expected LABEL=CV_DIR")
+            raise CVError(f"{item!r}: expected LABEL={what}")
         if label in seen:
             raise CVError(f"label {label!r} given twice")
         seen.add(label)
@@ -237,10 +237,18 @@ def render_plot(report: dict) -> bytes:
     return buffer.getvalue()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablation", description=__doc__,
+def run_cli(argv: Sequence[str] | None, prog: str, doc: str, what: str,
+            make: Callable[[list[tuple[str, Path]], dict[str, int]], dict],
+            render: Callable[[dict], tuple[str, bytes]], names: tuple[str, str, str]) -> int:
+    """The command line of a side-by-side report: ``LABEL=WHAT ... --out DIR [--data-dir D]``.
+
+    ``make(variants, class labels)`` builds the report (raising ``ValueError``/``OSError`` on
+    bad input, before anything is written), ``render`` its markdown and plot; ``names`` are the
+    JSON, markdown and plot file names. Returns the exit code.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variants", nargs="+", metavar="LABEL=CV_DIR",
+    parser.add_argument("variants", nargs="+", metavar=f"LABEL={what}",
                         help="the baseline first, then each variant")
     parser.add_argument("--out", required=True, help="directory for the report")
     parser.add_argument("--data-dir", default=None,
@@ -250,23 +258,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     from unet_keras.image_io import atomic_output, atomic_write_text
 
     try:
-        report = build(parse_variants(args.variants))
+        variants = parse_variants(args.variants, what)
         data_dir = args.data_dir or default_data_dir()
-        labels = {} if report["synthetic"] or data_dir is None else read_class_labels(data_dir)
-        if labels:
-            report["by_cell_type"] = by_cell_type(report, labels)
-        markdown, plot = render_markdown(report), render_plot(report)
+        labels = {} if data_dir is None else read_class_labels(data_dir)
+        report = make(variants, labels)
+        markdown, plot = render(report)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / JSON_NAME, json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / MARKDOWN_NAME, markdown)
-    with atomic_output(out / PLOT_NAME) as handle:
+    atomic_write_text(out / names[0], json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / names[1], markdown)
+    with atomic_output(out / names[2]) as handle:
         handle.write(plot)
     print(markdown)
     return 0
+
+
+def _make(variants: list[tuple[str, Path]], labels: dict[str, int]) -> dict:
+    report = build(variants)
+    if labels and not report["synthetic"]:
+        report["by_cell_type"] = by_cell_type(report, labels)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(argv, "python -m benchmarks.ablation", __doc__, "CV_DIR", _make,
+                   lambda report: (render_markdown(report), render_plot(report)),
+                   (JSON_NAME, MARKDOWN_NAME, PLOT_NAME))
 
 
 if __name__ == "__main__":
