@@ -27,6 +27,7 @@ from unet_keras.image_io import to_uint8_rgb
 from unet_keras.postprocess import (label_cells, labels_to_png, measure_cells,
                                     probabilities_to_labels)
 from unet_keras.preprocess import crop_to, pad_to_multiple, to_model_input
+from unet_keras.colour import ColourNormaliser
 from unet_keras.rescale import ScaledPredictor
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,9 @@ class Segmenter:
         Images up to ``tile`` (after padding) run whole: ``to_model_input``, ``pad_to_multiple``,
         the model, ``crop_to`` -- the Keras path's functions. Larger ones go to ``tile_predict``.
         """
-        return self._probabilities(image)[0]
+        image = np.asarray(image)
+        rgb, _ = to_uint8_rgb(image, source=f"input array {image.dtype} {image.shape}")
+        return self._probabilities(rgb)
 
     def tile_predict(self, image: np.ndarray, tile: int | None = None,
                      overlap: int | None = None) -> np.ndarray:
@@ -179,22 +182,32 @@ class Segmenter:
 
     def segment(self, image: np.ndarray, image_name: str = "image",
                 instance_method: str = "watershed", edge_cells: str | None = None,
-                scale: float | str | None = None) -> SegmentResult:
+                scale: float | str | None = None, colour: str | None = None) -> SegmentResult:
         """Probabilities, label map, dataset-encoded mask, cell instances and measurements.
 
         ``edge_cells`` ("keep" or "drop" cells cut by the image edge; see
         ``postprocess.edge_parts``) defaults to the model's tuned setting. ``scale`` is
         ``unet-keras predict --scale`` (``unet_keras.rescale``): "auto", a factor, or None for
-        "auto" when the model records its training cell size, else 1. Images larger than
+        "auto" when the model records its training cell size, else 1. ``colour`` is
+        ``predict --colour`` (``unet_keras.colour``): "auto", "always", "off", or None for
+        "auto" when the model records its training colours, else "off". Images larger than
         a tile are postprocessed one connected component at a time (``export.instances``): the
         same cells, numbered component by component.
         """
         if scale is None:
             scale = "auto" if self.config.cell_diameter else 1.0
+        if colour is None:
+            colour = "auto" if self.config.colour_reference else "off"
+        image = np.asarray(image)
+        rgb, notes = to_uint8_rgb(image, source=f"input array {image.dtype} {image.shape}")
+        if colour != "off":
+            mapper = ColourNormaliser(None, colour, self.config.colour_reference)
+            rgb = mapper.map(rgb)
+            if mapper.normalised[0]:
+                notes = [*notes, "colours mapped onto the training images' average (--colour)"]
         if scale == 1.0:
-            probability, notes = self._probabilities(image)
+            probability = self._probabilities(rgb)
         else:
-            rgb, notes = to_uint8_rgb(np.asarray(image), source=f"input array {np.shape(image)}")
             probability = ScaledPredictor(self.predict_probabilities, scale,
                                           self.config.cell_diameter, self.thresholds[0])(rgb)
         has_nucleus = self.out_channels == 2
@@ -212,11 +225,9 @@ class Segmenter:
         return SegmentResult(probability, labels, labels_to_png(labels, self.out_channels),
                              instances, cells, notes)
 
-    def _probabilities(self, image: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        image = np.asarray(image)
-        rgb, notes = to_uint8_rgb(image, source=f"input array {image.dtype} {image.shape}")
+    def _probabilities(self, rgb: np.ndarray) -> np.ndarray:
         multiple = self.config.multiple
         if max(-(-s // multiple) * multiple for s in rgb.shape[:2]) > self.tile:
-            return self.tile_predict(rgb), notes
+            return self.tile_predict(rgb)
         x, size = pad_to_multiple(to_model_input(rgb), multiple)
-        return crop_to(self.run(x[None])[0], size), notes
+        return crop_to(self.run(x[None])[0], size)

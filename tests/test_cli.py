@@ -88,16 +88,37 @@ def test_predict_at_another_scale(trained_run, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert np.array(Image.open(out / "cells_mask.png")).shape == (70, 90)
     assert "--scale auto: " in done.stdout
-    old_run = tmp_path / "old-run"  # trained before runs recorded their cells' size
-    shutil.copytree(trained_run, old_run)
+    # A run trained before runs recorded their cells' size.
+    assert_refused_then_off(trained_run, tmp_path, image, "--scale", {"cell_diameter": 0.0})
+
+
+def assert_refused_then_off(run, tmp_path, image, option, missing):
+    """A copy of ``run`` without a recorded reference: ``option auto`` is refused before --out
+    exists, saying what to do, and the default leaves the option off."""
+    old_run = tmp_path / "old-run"
+    shutil.copytree(run, old_run)
     config = json.loads((old_run / "config.json").read_text())
-    (old_run / "config.json").write_text(json.dumps({**config, "cell_diameter": 0.0}))
-    refused = run_cli("predict", str(image), "--model", str(old_run), "--scale", "auto",
+    (old_run / "config.json").write_text(json.dumps({**config, **missing}))
+    refused = run_cli("predict", str(image), "--model", str(old_run), option, "auto",
                       "--out", str(tmp_path / "no"))
     assert refused.returncode == 1 and "unet-keras tune" in refused.stderr
     assert not (tmp_path / "no").exists()
     done = run_cli("predict", str(image), "--model", str(old_run), "--out", str(tmp_path / "old"))
-    assert done.returncode == 0 and "--scale auto" not in done.stdout  # default: as they are
+    assert done.returncode == 0 and f"{option} auto" not in done.stdout
+
+
+def test_predict_in_another_stains_colours(trained_run, tmp_path):
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["colour_reference"]["n_images"] > 6  # recorded by training
+    image = tmp_path / "cells.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 80, 3), np.uint8)).save(image)
+    done = run_cli("predict", str(image), "--model", str(trained_run), "--colour", "always",
+                   "--scale", "1", "--out", str(tmp_path / "always"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "--colour always: 1 of 1 image(s) mapped" in done.stdout
+    assert np.array(Image.open(tmp_path / "always" / "cells_mask.png")).shape == (64, 80)
+    # A run trained before runs recorded their colours.
+    assert_refused_then_off(trained_run, tmp_path, image, "--colour", {"colour_reference": {}})
 
 
 def test_train_on_bad_data_dir_leaves_nothing(tmp_path):

@@ -395,3 +395,22 @@ def test_segment_at_another_scale_and_auto_when_the_model_records_its_cell_size(
         **segmenter.metadata["config"], "cell_diameter": 12.0}})
     auto = ScaledPredictor(segmenter.predict_probabilities, "auto", 12.0, segmenter.thresholds[0])
     np.testing.assert_array_equal(sized.segment(image).probability, auto(image))
+
+
+def test_segment_maps_colours_by_default_when_the_model_records_its_training_colours(segmenter):
+    from export.runtime import Segmenter
+    from unet_keras.colour import fit_reference, normalise
+
+    reference = fit_reference(random_image(32, 32, seed=s) // 4 + 150 for s in range(12))
+    image = random_image(40, 56, seed=12)  # far from those pale, low-contrast images
+    assert segmenter.config.colour_reference == {}  # none recorded: off by default
+    plain = segmenter.segment(image)
+    np.testing.assert_array_equal(plain.probability, segmenter.predict_probabilities(image))
+    coloured = Segmenter(segmenter.session, {**segmenter.metadata, "config": {
+        **segmenter.metadata["config"], "colour_reference": reference}})
+    mapped = coloured.segment(image)
+    assert any("colours mapped" in note for note in mapped.notes)
+    np.testing.assert_array_equal(mapped.probability,
+                                  segmenter.predict_probabilities(normalise(image, reference)))
+    np.testing.assert_array_equal(coloured.segment(image, colour="off").probability,
+                                  plain.probability)

@@ -116,8 +116,15 @@ def cmd_evaluate(args) -> int:
         config.validate()
     data = load_fold(config, args.data_dir, synthetic=args.synthetic)
     model = load_model(model_path)
-    probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple,
-                                  tta=args.tta)
+    images = [e["image"] for e in data.test]
+    if args.colour != "off":
+        from unet_keras.colour import ColourNormaliser
+
+        mapper = ColourNormaliser(None, args.colour, config.colour_reference)
+        images = [mapper.map(image) for image in images]
+        print(f"--colour {args.colour}: {sum(mapper.normalised)} of {len(images)} test images "
+              "mapped onto the training images' colours")
+    probs = predict_probabilities(model, images, config.multiple, tta=args.tta)
     rows, summary = score_config(probs, data.test, config)
     out = Path(args.out) if args.out else model_path.parent / (
         "evaluate-test-ids" if config.test_ids else f"evaluate-fold{config.fold}")
@@ -125,7 +132,7 @@ def cmd_evaluate(args) -> int:
     import keras
 
     write_json({"data_source": data.source, "synthetic": data.synthetic, "fold": config.fold,
-                "test_ids": config.test_ids, "model": str(model_path), "keras_backend": keras.backend.backend(),
+                "test_ids": config.test_ids, "model": str(model_path), "colour": args.colour, "keras_backend": keras.backend.backend(),
                 "tta": args.tta,
                 "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
                 "edge_cells": config.edge_cells, "test": summary}, out / "metrics.json")
@@ -150,6 +157,7 @@ def cmd_tune(args) -> int:
 
 def cmd_predict(args) -> int:
     from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
+    from unet_keras.colour import ColourNormaliser
     from unet_keras.rescale import ScaledPredictor, parse_scale
 
     if args.tta and not args.model:
@@ -164,6 +172,8 @@ def cmd_predict(args) -> int:
     model = resolve_model(args.model) if args.model else None  # fail before creating --out
     if scale == "auto" and model and not model[1].cell_diameter:
         ScaledPredictor(None, scale, model[1].cell_diameter)  # refuses, saying what to do
+    if args.colour not in (None, "off") and model and not model[1].colour_reference:
+        ColourNormaliser(None, args.colour, model[1].colour_reference)  # refuses likewise
     # Locked before the model loads, so a second run on one directory is refused at once.
     with exclusive_output_dir(Path(args.out)):
         probability_fn, config = _probability_source(args, model)
@@ -172,6 +182,9 @@ def cmd_predict(args) -> int:
         if scale != 1.0:
             probability_fn = ScaledPredictor(probability_fn, scale, config.cell_diameter,
                                              config.channel_thresholds()[0])
+        colour = args.colour or ("auto" if config.colour_reference else "off")
+        if colour != "off":  # outermost: the image is mapped once, before any resampling
+            probability_fn = ColourNormaliser(probability_fn, colour, config.colour_reference)
         edge_cells = args.edge_cells or config.edge_cells
         if edge_cells == "drop":
             print("cells cut by the image edge are left out where another cell is clear of it "
@@ -184,6 +197,11 @@ def cmd_predict(args) -> int:
         print(f"converted {path}: {note}")
     for path, reason in summary.refused:
         print(f"refused {path}: {reason}", file=sys.stderr)
+    if colour != "off":
+        mapped = probability_fn.normalised
+        print(f"--colour {colour}: {sum(mapped)} of {len(mapped)} image(s) mapped onto the "
+              "training images' colours")
+        probability_fn = probability_fn.fn
     if scale == "auto":
         moved = [f for f in probability_fn.factors if f != 1.0]
         print(f"--scale auto: {len(moved)} of {len(probability_fn.factors)} image(s) predicted "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from unet_keras.config import EDGE_CELLS, INITS, LR_SCHEDULES, UNetConfig
+from unet_keras.config import COLOUR_MODES, EDGE_CELLS, INITS, LR_SCHEDULES, UNetConfig
 
 DEFAULTS = UNetConfig()
 # Training flags that set the recipe (argparse dest -> UNetConfig field); --resume takes the
@@ -23,6 +23,13 @@ RECIPE_FLAGS = {
     "colour_strength": "colour_strength", "test_ids": "test_ids",
 }
 
+
+
+COLOUR_HELP = ("'auto': map an image whose colour statistics lie outside the model's training "
+               "images' (another stain or scanner) onto their average before the model "
+               "(Reinhard, in L*a*b*), others as they are; 'always': map every image; 'off'. "
+               "Default: auto when the model records its training colours (the shipped one "
+               "does), else off")
 
 
 def _add_training_options(p, fold: bool = True) -> None:
@@ -109,6 +116,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out", help="directory for metrics.json and per_image.csv (default: beside the model)")
     p.add_argument("--tta", action="store_true",
                    help="average the 8 flips and 90-degree turns (8x the inference time)")
+    p.add_argument("--colour", choices=COLOUR_MODES, default="off",
+                   help="as predict --colour (default here: off, the plain model)")
 
 
 def _add_tune(sub) -> None:
@@ -144,6 +153,7 @@ def _add_predict(sub) -> None:
                         "model, the result going back to the image's grid (2: cells drawn twice "
                         "as large; 1: as they are). Default: auto when the model records its "
                         "training cell size (the shipped one does), else 1")
+    p.add_argument("--colour", choices=COLOUR_MODES, help=COLOUR_HELP)
 
 
 def _add_export(sub) -> None:

@@ -19,6 +19,9 @@ MAX_COLOUR_STRENGTH = 4.0
 # "drop": cells touching the image edge are left out when another cell lies clear of it
 # (see unet_keras.postprocess.edge_parts); "keep": every cell counts.
 EDGE_CELLS = ("keep", "drop")
+# `predict --colour`: map out-of-distribution colours (auto), every image, or none
+# (unet_keras.colour).
+COLOUR_MODES = ("auto", "always", "off")
 
 
 class ConfigError(ValueError):
@@ -83,6 +86,9 @@ class UNetConfig:
     # Median equivalent diameter (px) of the training masks' cells, recorded by training and
     # tuning: the size `predict --scale auto` brings cells to (0: not measured).
     cell_diameter: float = 0.0
+    # The training images' colour statistics (unet_keras.colour.fit_reference), recorded by
+    # training and tuning: what `predict --colour auto` compares images with ({}: not measured).
+    colour_reference: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(float(v) for v in self.scale_range)
@@ -130,6 +136,10 @@ class UNetConfig:
                 parse_id_spec(self.test_ids)
             except ValueError as err:
                 problems.append(str(err))
+        if self.colour_reference:
+            from unet_keras.colour import check_reference
+
+            problems += check_reference(self.colour_reference)
         if not 0.0 <= self.colour_strength <= MAX_COLOUR_STRENGTH:
             problems.append(f"colour_strength={self.colour_strength} (expected 0.."
                             f"{MAX_COLOUR_STRENGTH}; 1: the default ranges)")

@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 METRICS_FILENAME = "metrics.json"
 REQUIRED_SCORES = ("whole_cell_dice", "whole_cell_iou", "ap50", "ap50_95")
 # Config fields that differ between the folds of one cross-validation (the test fold, the
-# postprocessing tuned on each fold's validation part, and the cell size measured on each fold's
-# training masks); all others must agree.
-PER_FOLD_FIELDS = ("fold", "thresholds", "min_cell_area", "edge_cells", "cell_diameter")
+# postprocessing tuned on each fold's validation part, and the cell size and colour statistics
+# measured on each fold's training images); all others must agree.
+PER_FOLD_FIELDS = ("fold", "thresholds", "min_cell_area", "edge_cells", "cell_diameter",
+                   "colour_reference")
 FOLD_NAME = re.compile(r"fold-(\d+)")
 
 

@@ -37,6 +37,7 @@ from unet_keras.image_io import atomic_write_text
 from unet_keras.inference import predict_probabilities
 from unet_keras.losses import BCEDiceLoss
 from unet_keras.model import build_unet
+from unet_keras.colour import fit_reference
 from unet_keras.rescale import training_cell_diameter
 
 log = logging.getLogger(__name__)
@@ -315,12 +316,14 @@ def tune_and_score(model, config: UNetConfig, data: FoldData, run: Path) -> tupl
     """How a run ends: tune the postprocessing on ``data.val`` (into ``config``, saved as the
     run's config.json), score ``data.test`` with it (test_per_image.csv); returns the val and
     test summaries. ``model``: anything with Keras' ``predict(x, batch_size, verbose)``.
-    The training cells' size goes into the config too, for ``predict --scale auto``."""
+    The training cells' size and colour statistics go into the config too, for ``predict
+    --scale auto`` and ``--colour auto``."""
     val_probs = predict_probabilities(model, [e["image"] for e in data.val], config.multiple)
     val_summary = tune_postprocessing(val_probs, data.val, config,
                                       edge_convention(data.train + data.val))
     config.cell_diameter = round(training_cell_diameter([e["mask"] for e in data.train],
                                                         config.min_cell_area), 2)
+    config.colour_reference = fit_reference(e["image"] for e in data.train)
     config.save(run / CONFIG_FILENAME)
     test_probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
     test_rows, test_summary = score_config(test_probs, data.test, config)
