@@ -6,9 +6,10 @@ For a test set chosen by what its images are rather than by chance: Dataset 1's 
 are a batch with a white background and a purple stain, 1-200 a yellow one, so a run trained on
 one batch and tested on the other meets a colour domain it never saw, as a model meets another
 laboratory's slides. Each RUN is a finished run directory (``metrics.json``, ``config.json``,
-``test_per_image.csv``); the first is the baseline. Per run: the recipe settings that differ
-from the baseline's, the test scores, and the paired difference from the baseline over the test
-images (mean ± its standard error). That error is over images only: it leaves out the
+``test_per_image.csv``) or the ``--out`` of ``unet-keras evaluate`` on one (``per_image.csv``;
+``evaluate --colour auto`` scores through ``predict --colour auto``); the first is the
+baseline. Per run: the recipe settings that differ from the baseline's, the test scores, and the
+paired difference from the baseline over the test images (mean ± its standard error). That error is over images only: it leaves out the
 run-to-run spread of training (0.002-0.004 whole-cell Dice on one fold of Dataset 1).
 
 A second table breaks whole-cell and nucleus Dice down by cell type when the data's class-label
@@ -29,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from benchmarks.ablation import run_cli
-from unet_keras.config import CONFIG_FILENAME, UNetConfig
+from unet_keras.config import CONFIG_FILENAME, UNetConfig, resolve_run
 from unet_keras.cv import SCORES, CVError, recipe
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "holdout.json", "HOLDOUT.md", "holdout.png"
@@ -38,16 +39,22 @@ PAIRED = ("whole_cell_dice", "whole_cell_iou", "nucleus_dice", "nucleus_iou")
 
 
 def load_run(path: Path) -> dict:
-    """metrics.json, config.json and the per-image test scores of one finished run."""
-    files = {name: path / name for name in ("metrics.json", CONFIG_FILENAME, PER_IMAGE)}
+    """metrics.json, the config and the per-image test scores of a finished run, or of an
+    ``unet-keras evaluate --out`` directory (its config is the evaluated model's)."""
     try:
-        metrics = json.loads(files["metrics.json"].read_text())
-        config = UNetConfig.load(files[CONFIG_FILENAME])
-        with files[PER_IMAGE].open(newline="") as handle:
+        metrics = json.loads((path / "metrics.json").read_text())
+        if (path / PER_IMAGE).is_file():
+            config, per_image = UNetConfig.load(path / CONFIG_FILENAME), path / PER_IMAGE
+        else:
+            model, config = resolve_run(metrics.get("model", path))
+            per_image, trained = path / "per_image.csv", model.parent / "metrics.json"
+            if trained.is_file():  # the evaluated run's own figures
+                metrics.setdefault("n_train", json.loads(trained.read_text()).get("n_train"))
+        with per_image.open(newline="") as handle:
             images = list(csv.DictReader(handle))
     except (OSError, ValueError) as err:
         raise CVError(f"{path}: cannot read the run ({err}); expected a finished "
-                      "`unet-keras train` run directory") from err
+                      "`unet-keras train` run or `unet-keras evaluate` output directory") from err
     if "test" not in metrics or not images:
         raise CVError(f"{path}: metrics.json has no test scores; expected a finished run")
     return {"metrics": metrics, "config": config, "images": images}
@@ -79,9 +86,11 @@ def build(variants: Sequence[tuple[str, Path]]) -> dict:
             raise CVError(f"{path}: data {run['metrics']['data_source']!r} differs from "
                           f"{base['metrics']['data_source']!r} ({base_path})")
         this = recipe(run["config"])
+        differs = {k: v for k, v in this.items() if base_recipe.get(k) != v}
+        if run["metrics"].get("colour", "off") != base["metrics"].get("colour", "off"):
+            differs["predict --colour"] = run["metrics"].get("colour", "off")
         rows.append({
-            "label": label, "run": str(path),
-            "differs_from_baseline": {k: v for k, v in this.items() if base_recipe.get(k) != v},
+            "label": label, "run": str(path), "differs_from_baseline": differs,
             "test_ids": run["config"].test_ids, "n_train": run["metrics"].get("n_train"),
             "train_seconds": run["metrics"].get("train_seconds"),
             "test": {k: run["metrics"]["test"][k] for k in SCORES if k in run["metrics"]["test"]},

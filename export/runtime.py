@@ -204,7 +204,7 @@ class Segmenter:
             mapper = ColourNormaliser(None, colour, self.config.colour_reference)
             rgb = mapper.map(rgb)
             if mapper.normalised[0]:
-                notes = [*notes, "colours mapped onto the training images' average (--colour)"]
+                notes = [*notes, "colours mapped towards the training images' (--colour)"]
         if scale == 1.0:
             probability = self._probabilities(rgb)
         else:

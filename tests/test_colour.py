@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from unet_keras.colour import (ColourError, ColourNormaliser, colour_features, distance,
-                               fit_reference, normalise)
+from unet_keras.colour import (ColourError, ColourNormaliser, auto_target, colour_features,
+                               distance, fit_reference, normalise)
 from unet_keras.config import ConfigError, UNetConfig
 
 
@@ -45,6 +45,19 @@ def test_normalise_maps_the_colour_statistics_onto_the_reference(reference):
     assert distance(colour_features(mapped), reference) < reference["gate"]
 
 
+def test_auto_target_inverts_in_the_gates_sphere(reference):
+    mean, gate = np.array(reference["mean"]), reference["gate"]
+    direction = np.linalg.cholesky(reference["cov"]) @ np.eye(6)[0]  # Mahalanobis length 1
+    assert auto_target(mean + 0.9 * gate * direction, reference) is None  # inside: left alone
+    for d in (1.001 * gate, 2 * gate, 10 * gate):
+        target = auto_target(mean + d * direction, reference)
+        assert distance(target, reference) == pytest.approx(gate**2 / d)
+        np.testing.assert_allclose(target, mean + gate**2 / d * direction)
+    # Continuous at the gate: an image just past it is barely moved.
+    np.testing.assert_allclose(auto_target(mean + 1.001 * gate * direction, reference),
+                               mean + gate * direction, atol=0.01 * gate)
+
+
 class Recorder:
     def __init__(self):
         self.seen = []
@@ -63,7 +76,8 @@ def test_auto_maps_only_images_unlike_the_training_ones(reference):
     normaliser(other)
     assert normaliser.normalised == [False, True]
     assert fn.seen[0] is alike  # in distribution: the very array, untouched
-    np.testing.assert_array_equal(fn.seen[1], normalise(other, reference))
+    np.testing.assert_array_equal(
+        fn.seen[1], normalise(other, reference, auto_target(colour_features(other), reference)))
     always, off = ColourNormaliser(None, "always", reference), ColourNormaliser(None, "off", {})
     assert not np.array_equal(always.map(alike), alike) and off.map(other) is other
     assert always.normalised == [True] and off.normalised == [False]

@@ -399,7 +399,7 @@ def test_segment_at_another_scale_and_auto_when_the_model_records_its_cell_size(
 
 def test_segment_maps_colours_by_default_when_the_model_records_its_training_colours(segmenter):
     from export.runtime import Segmenter
-    from unet_keras.colour import fit_reference, normalise
+    from unet_keras.colour import auto_target, colour_features, fit_reference, normalise
 
     reference = fit_reference(random_image(32, 32, seed=s) // 4 + 150 for s in range(12))
     image = random_image(40, 56, seed=12)  # far from those pale, low-contrast images
@@ -410,7 +410,8 @@ def test_segment_maps_colours_by_default_when_the_model_records_its_training_col
         **segmenter.metadata["config"], "colour_reference": reference}})
     mapped = coloured.segment(image)
     assert any("colours mapped" in note for note in mapped.notes)
-    np.testing.assert_array_equal(mapped.probability,
-                                  segmenter.predict_probabilities(normalise(image, reference)))
+    target = auto_target(colour_features(image), reference)
+    np.testing.assert_array_equal(mapped.probability, segmenter.predict_probabilities(
+        normalise(image, reference, target)))
     np.testing.assert_array_equal(coloured.segment(image, colour="off").probability,
                                   plain.probability)

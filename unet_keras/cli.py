@@ -123,7 +123,7 @@ def cmd_evaluate(args) -> int:
         mapper = ColourNormaliser(None, args.colour, config.colour_reference)
         images = [mapper.map(image) for image in images]
         print(f"--colour {args.colour}: {sum(mapper.normalised)} of {len(images)} test images "
-              "mapped onto the training images' colours")
+              "mapped towards the training images' colours")
     probs = predict_probabilities(model, images, config.multiple, tta=args.tta)
     rows, summary = score_config(probs, data.test, config)
     out = Path(args.out) if args.out else model_path.parent / (
@@ -199,7 +199,7 @@ def cmd_predict(args) -> int:
         print(f"refused {path}: {reason}", file=sys.stderr)
     if colour != "off":
         mapped = probability_fn.normalised
-        print(f"--colour {colour}: {sum(mapped)} of {len(mapped)} image(s) mapped onto the "
+        print(f"--colour {colour}: {sum(mapped)} of {len(mapped)} image(s) mapped towards the "
               "training images' colours")
         probability_fn = probability_fn.fn
     if scale == "auto":

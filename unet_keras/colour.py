@@ -9,10 +9,12 @@ to 0.66 (``benchmarks/results/holdout-white``). ``unet-keras predict --colour`` 
   compared with those of the training images (``colour_reference`` in the model's config,
   measured on them by ``unet-keras train`` and ``tune``). An image further from them than
   ``GATE_QUANTILE`` of the training images (Mahalanobis distance, each training image measured
-  against the others) is mapped onto the training images' average statistics before the model
-  (Reinhard's colour transfer, in L*a*b*); the others go in as they are, so images like the
-  training ones come out unchanged.
-- ``always``: every image is mapped; ``off``: none.
+  against the others) is mapped towards the training images' average statistics before the
+  model (Reinhard's colour transfer, in L*a*b*): at distance d beyond the gate g, onto the
+  statistics at g**2 / d on the line to the average (inversion in the gate's sphere), so an
+  image just past the gate barely changes and a far one lands near the average. The others go
+  in as they are, so images like the training ones come out unchanged.
+- ``always``: every image is mapped onto the average; ``off``: none.
 
 Masks and measurements stay on the input's own pixels: only the model's input changes colour.
 """
@@ -94,15 +96,27 @@ def distance(features: np.ndarray, reference: dict) -> float:
     return float(np.sqrt(diff @ np.linalg.solve(np.asarray(reference["cov"]), diff)))
 
 
-def normalise(image: np.ndarray, reference: dict) -> np.ndarray:
-    """uint8 RGB ``image`` with its L*a*b* mean and sd mapped onto the training images' average
-    (Reinhard et al. 2001, colour transfer between images)."""
+def normalise(image: np.ndarray, reference: dict, target: np.ndarray | None = None) -> np.ndarray:
+    """uint8 RGB ``image`` with its L*a*b* mean and sd mapped onto ``target`` (6 statistics;
+    default the training images' average): Reinhard et al. 2001, colour transfer."""
     rgb, _ = to_uint8_rgb(np.asarray(image))
     lab = rgb2lab(rgb)
     mean, sd = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0)
-    target = np.asarray(reference["mean"])
+    target = np.asarray(reference["mean"] if target is None else target)
     lab = (lab - mean) / np.maximum(sd, 1e-6) * target[3:] + target[:3]
     return np.round(np.clip(lab2rgb(lab), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def auto_target(features: np.ndarray, reference: dict) -> np.ndarray | None:
+    """Where ``auto`` maps an image's statistics: None (left alone) within the gate; beyond it,
+    the inversion of the point in the gate's sphere (Mahalanobis distance d -> gate**2 / d, on
+    the line to the training average). Continuous at the gate, so an image just past it barely
+    changes, and the further out an image lies, the nearer the average it is brought."""
+    d = distance(features, reference)
+    if d <= reference["gate"]:
+        return None
+    mean = np.asarray(reference["mean"])
+    return mean + (np.asarray(features) - mean) * (reference["gate"] / d) ** 2
 
 
 def parse_mode(text: str) -> str:
@@ -134,14 +148,17 @@ class ColourNormaliser:
 
     def map(self, image: np.ndarray) -> np.ndarray:
         """``image`` as the model will see it: mapped onto the training colours, or as it is."""
-        mapped = self.mode == "always" or (
-            self.mode == "auto"
-            and distance(colour_features(image), self.reference) > self.reference["gate"])
-        self.normalised.append(mapped)
-        if mapped:
-            log.info("colours unlike the training images': mapped onto their average")
-            return normalise(image, self.reference)
-        return image
+        if self.mode == "off":
+            target = None
+        elif self.mode == "always":
+            target = np.asarray(self.reference["mean"])
+        else:
+            target = auto_target(colour_features(image), self.reference)
+        self.normalised.append(target is not None)
+        if target is None:
+            return image
+        log.info("colours unlike the training images': mapped towards their average")
+        return normalise(image, self.reference, target)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.fn(self.map(image))
