@@ -8,13 +8,8 @@ test images, each transformed by every condition in ``CONDITIONS``, with the mod
 postprocessing (thresholds, minimum cell area, edge cells) and the scoring of
 ``unet-keras evaluate`` (``unet_keras.evaluate.score_config``).
 
-The perturbations have no random draws, so they are the same in every invocation. Colour ones
-are the training augmentation's own functions (``stain_jitter``, ``colour_jitter``) at fixed
-severities beyond the training ranges, and leave the mask untouched. Zoom rescales the whole
-image (bilinear, anti-aliased when shrinking), as another scanner's magnification would, rather
-than the training warp's crop of a 128 px window; the mask goes through the same resampling, one
-label at a time (see ``perturb``), so it stays on the image to a tenth of a pixel.
-Each perturbed image is rounded to uint8, as a file from another scanner would be.
+The perturbations (``benchmarks.shifts``) have no random draws, so they are the same in every
+invocation.
 
 Outputs: DIR/robustness.json (every figure, the conditions' parameters, machine, versions),
 DIR/ROBUSTNESS.md and DIR/robustness.png. Bad input (a missing run, runs whose test images
@@ -25,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import hashlib
-import io
 import os
 import shlex
 import sys
@@ -41,126 +34,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from benchmarks.robustness_report import render_markdown, write_report  # noqa: E402
-from unet_keras.config import UNetConfig, resolve_run  # noqa: E402
-from unet_keras.data.augment import (  # noqa: E402
-    STAIN_SCALE, STAIN_SHIFT, AugmentParams, colour_jitter, stain_jitter,
+from benchmarks.shifts import (  # noqa: E402
+    CONDITIONS, EXTRA_CONDITIONS, GROUPS, Condition, RobustnessError, perturb_examples,
+    pick_conditions,
 )
-from unet_keras.preprocess import to_model_input  # noqa: E402
+from unet_keras.config import UNetConfig, resolve_run  # noqa: E402
+from unet_keras.colour import fit_reference  # noqa: E402
 from unet_keras.rescale import training_cell_diameter  # noqa: E402
 
 SCORE_KEYS = ("whole_cell_dice", "whole_cell_iou", "nucleus_dice", "ap50")
-
-
-class RobustnessError(ValueError):
-    """Runs, labels or conditions that cannot be compared; the message names the path or value."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Condition:
-    """One fixed perturbation: ``kind`` picks the function, ``params`` are its exact arguments."""
-
-    name: str
-    kind: str  # identity, zoom, stain, colour, blur, jpeg
-    params: dict
-    description: str
-
-
-# Training draws HED stain scale in 1 +/- STAIN_SCALE and shift in +/- STAIN_SHIFT, hue in
-# +/- 0.03 turns, brightness in +/- 0.06 and contrast in 0.85-1.15: the severities below are
-# three times the stain-scale half-width and beyond the colour ranges, so every model meets
-# colours it was not trained on; the stain shift sits at the training edge.
-def _stain(name: str, channel: int, sign: int, description: str) -> Condition:
-    scale, shift = [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]
-    scale[channel], shift[channel] = 1 + sign * 3 * STAIN_SCALE, sign * STAIN_SHIFT
-    return Condition(name, "stain", {"stain_scale": tuple(scale), "stain_shift": tuple(shift)},
-                     description)
-
-
-CONDITIONS: tuple[Condition, ...] = (
-    Condition("identity", "identity", {}, "test images as they are"),
-    *(Condition(f"zoom_{s}", "zoom", {"scale": s}, f"whole image and mask rescaled {s}x")
-      for s in (0.5, 0.7, 1.5, 2.0)),
-    _stain("haematoxylin_up", 0, 1, "more haematoxylin (darker, bluer nuclei)"),
-    _stain("haematoxylin_down", 0, -1, "less haematoxylin (paler nuclei)"),
-    _stain("eosin_up", 1, 1, "more eosin (pinker cytoplasm and red cells)"),
-    _stain("eosin_down", 1, -1, "less eosin (paler cytoplasm and red cells)"),
-    Condition("hue_18deg", "colour", {"hue": 0.05}, "hue turned 18 degrees about the grey axis"),
-    Condition("bright_low_contrast", "colour", {"brightness": 0.1, "contrast": 0.75},
-              "brighter, lower-contrast scan"),
-    Condition("blur_sigma1", "blur", {"sigma": 1.0}, "Gaussian blur, sigma 1 px (defocus)"),
-    Condition("jpeg_q30", "jpeg", {"quality": 30}, "JPEG round trip at quality 30"),
-)
-# Magnifications beyond the training zoom, for ``--scale-auto``; asked for by name only, so the
-# default set (and its means) stay those of the earlier reports.
-EXTRA_CONDITIONS: tuple[Condition, ...] = tuple(
-    Condition(f"zoom_{s}", "zoom", {"scale": s}, f"whole image and mask rescaled {s}x")
-    for s in (0.35, 2.5, 3.0))
-GROUPS = {"zoom": ("zoom",), "stain": ("stain",), "colour_quality": ("colour", "blur", "jpeg")}
-
-
-def perturb(condition: Condition, image: np.ndarray,
-            mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 RGB image, label map) of one example under ``condition``; the identity returns both
-    arrays unchanged, and only zoom changes the mask (keeping its exact labels and dtype)."""
-    p = condition.params
-    if condition.kind == "identity":
-        return image, mask
-    x = to_model_input(image)
-    if condition.kind == "zoom":
-        from skimage.transform import rescale
-
-        # Each label's indicator goes through the image's own resampling, then the most
-        # covered label wins: nearest neighbour at 0.5x and 1.5x samples exactly half-way
-        # between input pixels, and its tie rule shifted the mask 0.25 px off the image.
-        labels = np.unique(mask)
-        resample = functools.partial(rescale, scale=p["scale"], order=1,
-                                     anti_aliasing=p["scale"] < 1, channel_axis=-1)
-        x = resample(x)
-        cover = resample(np.stack([mask == label for label in labels], -1).astype(np.float32))
-        mask = labels[np.argmax(cover, axis=-1)]
-    elif condition.kind == "stain":
-        x = stain_jitter(x, p["stain_scale"], p["stain_shift"])
-    elif condition.kind == "colour":
-        x = colour_jitter(x, AugmentParams(**p))
-    elif condition.kind == "blur":
-        from scipy.ndimage import gaussian_filter
-
-        x = gaussian_filter(x, sigma=(p["sigma"], p["sigma"], 0), mode="reflect")
-    elif condition.kind == "jpeg":
-        from PIL import Image
-
-        buffer = io.BytesIO()
-        Image.fromarray(_to_uint8(x)).save(buffer, format="JPEG", quality=p["quality"])
-        return np.asarray(Image.open(buffer).convert("RGB")), mask
-    else:
-        raise RobustnessError(f"condition {condition.name}: unknown kind {condition.kind!r}")
-    return _to_uint8(x), mask
-
-
-def perturb_examples(condition: Condition, examples: Sequence[dict]) -> list[dict]:
-    """Examples (image, mask, image_id) of ``condition``, in the order given."""
-    out = []
-    for example in examples:
-        image, mask = perturb(condition, example["image"], example["mask"])
-        out.append({"image": image, "mask": mask, "image_id": example["image_id"]})
-    return out
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def pick_conditions(text: str | None) -> tuple[Condition, ...]:
-    """``"identity,zoom_0.5"`` -> those conditions; ``None`` -> all of ``CONDITIONS``."""
-    if text is None:
-        return CONDITIONS
-    known = {c.name: c for c in CONDITIONS + EXTRA_CONDITIONS}
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise RobustnessError(f"--conditions {text!r}: unknown {unknown}; expected names from "
-                              f"{list(known)}, comma-separated")
-    return tuple(known[n] for n in names)
 
 
 def parse_labels(text: str | None, runs: Sequence[str]) -> list[str]:
@@ -224,25 +106,33 @@ def _scores(probs: list[np.ndarray], examples: list[dict], config: UNetConfig) -
 
 
 def score_conditions(model, config: UNetConfig, perturbed: dict[str, list[dict]],
-                     reference: float = 0.0) -> tuple[dict[str, dict], dict[str, list[float]]]:
-    """Summary scores of one model on each condition's perturbed test examples, and the
-    factor each image was resampled by: with a ``reference`` cell diameter (px), images go
-    through ``unet-keras predict --scale auto`` (``unet_keras.rescale``), else as they are."""
+                     reference: float = 0.0, colour: dict | None = None,
+                     ) -> tuple[dict[str, dict], dict[str, list]]:
+    """Summary scores of one model on each condition's perturbed test examples, and per image
+    what was done to it: with a ``reference`` cell diameter (px), images go through
+    ``unet-keras predict --scale auto`` (``unet_keras.rescale``; the factor each was resampled
+    by); with a ``colour`` reference, through ``predict --colour auto`` (``unet_keras.colour``;
+    whether each was mapped); else as they are (an empty record)."""
+    from unet_keras.colour import ColourNormaliser
     from unet_keras.inference import keras_probability_fn, predict_probabilities
     from unet_keras.rescale import ScaledPredictor
 
-    scores, factors = {}, {}
+    scores, record = {}, {}
     for name, examples in perturbed.items():
         images = [e["image"] for e in examples]
         if reference:
             predictor = ScaledPredictor(keras_probability_fn(model, config.multiple), "auto",
                                         reference, config.channel_thresholds()[0])
             probs = [predictor(image) for image in images]
-            factors[name] = predictor.factors
+            record[name] = predictor.factors
+        elif colour:
+            mapper = ColourNormaliser(None, "auto", colour)
+            probs = predict_probabilities(model, [mapper.map(i) for i in images], config.multiple)
+            record[name] = mapper.normalised
         else:
             probs = predict_probabilities(model, images, config.multiple)
         scores[name] = _scores(probs, examples, config)
-    return scores, factors
+    return scores, record
 
 
 def tta_comparison(model, config: UNetConfig, examples: list[dict]) -> dict:
@@ -285,12 +175,15 @@ def shifted_means(scores: dict[str, dict], conditions: Sequence[Condition]) -> d
 
 def run_benchmark(runs: Sequence[str], labels: Sequence[str], data_dir=None,
                   synthetic: bool = False, tta: bool = False,
-                  conditions: Sequence[Condition] = CONDITIONS, scale_auto: bool = False) -> dict:
+                  conditions: Sequence[Condition] = CONDITIONS, scale_auto: bool = False,
+                  colour_auto: bool = False) -> dict:
     """Every figure of the report, as written to robustness.json. Raises on bad input first.
 
     With ``scale_auto`` each run is scored a second time, as "LABEL, scale auto", through
     ``unet-keras predict --scale auto``; its reference cell size is the config's
     ``cell_diameter``, or else measured on the fold's training masks (what training records).
+    ``colour_auto`` does the same for ``predict --colour auto`` ("LABEL, colour auto"), with the
+    config's ``colour_reference`` or else one fitted to the fold's training images.
     """
     configs = {label: resolve_run(run) for label, run in zip(labels, runs)}
     fold = load_shared_test(configs, data_dir, synthetic)
@@ -320,6 +213,13 @@ def run_benchmark(runs: Sequence[str], labels: Sequence[str], data_dir=None,
                 **models[label], "scores": scores, "shifted_means": shifted_means(scores, conditions),
                 "scale": {"reference_cell_diameter": reference, "factors": factors}}
             models[f"{label}, scale auto"].pop("tta", None)
+        if colour_auto:
+            reference = config.colour_reference or fit_reference(e["image"] for e in fold.train)
+            scores, mapped = score_conditions(model, config, perturbed, colour=reference)
+            models[f"{label}, colour auto"] = {
+                **models[label], "scores": scores, "shifted_means": shifted_means(scores, conditions),
+                "colour": {"gate": reference["gate"], "mapped": mapped}}
+            models[f"{label}, colour auto"].pop("tta", None)
     any_config = next(iter(configs.values()))[1]
     return {"data_source": fold.source, "synthetic": fold.synthetic, "fold": any_config.fold,
             "n_test_images": len(fold.test), "test_ids": [e["image_id"] for e in fold.test],
@@ -343,12 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         c.name for c in CONDITIONS + EXTRA_CONDITIONS) + " (default: all but the last three)")
     parser.add_argument("--scale-auto", action="store_true",
                         help="also score each run through `unet-keras predict --scale auto`")
+    parser.add_argument("--colour-auto", action="store_true",
+                        help="also score each run through `unet-keras predict --colour auto`")
     args = parser.parse_args(argv)
     try:
         labels = parse_labels(args.labels, args.runs)
         conditions = pick_conditions(args.conditions)
         result = run_benchmark(args.runs, labels, args.data_dir, args.synthetic, args.tta,
-                               conditions, args.scale_auto)
+                               conditions, args.scale_auto, args.colour_auto)
         argv = sys.argv[1:] if argv is None else argv
         result["command"] = shlex.join(["python", "-m", "benchmarks.robustness", *argv])
         paths = write_report(result, Path(args.out))

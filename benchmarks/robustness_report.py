@@ -57,6 +57,15 @@ def render_markdown(result: dict) -> str:
         lines += ["`--scale auto` (`unet_keras.rescale`): images resampled out of all, and the "
                   "median factor among them (1.00: none), by condition; training cell diameter "
                   f"{references}:", "", *_table(["condition", *scaled], rows)]
+    coloured = [m for m in labels if "colour" in models[m]]
+    if coloured:
+        rows = [[c["name"], *(f"{sum(models[m]['colour']['mapped'][c['name']])}/"
+                              f"{len(models[m]['colour']['mapped'][c['name']])}" for m in coloured)]
+                for c in conditions]
+        gates = ", ".join(f"{m}: {models[m]['colour']['gate']:.2f}" for m in coloured)
+        lines += ["`--colour auto` (`unet_keras.colour`): images mapped towards the training "
+                  f"colours out of all, by condition; gate {gates}:", "",
+                  *_table(["condition", *coloured], rows)]
     timed = [m for m in labels if "tta" in models[m]]
     if timed:
         rows = [[m, _cell(t["plain"]["scores"]), _cell(t["tta"]["scores"]),

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from benchmarks import robustness
-from benchmarks.robustness import CONDITIONS, main, perturb, pick_conditions
+from benchmarks.robustness import main
+from benchmarks.shifts import CONDITIONS, perturb, pick_conditions
 
 # A cell (label 1, radius 20) with a nucleus (label 2, radius 10) off the image centre, in
 # smear-like colours whose green channel alone says where the cell is (below GREEN_EDGE).
@@ -116,6 +117,24 @@ def test_identity_equals_plain_scoring(runs, report):
     plain = score_probabilities(probs, test, config.thresholds, config.min_cell_area)[1]
     assert result["models"]["stain-on"]["scores"]["identity"] == plain
     assert result["test_ids"] == [e["image_id"] for e in test] and result["synthetic"]
+
+
+def test_scale_and_colour_auto_score_each_run_again(runs, tmp_path):
+    out = tmp_path / "auto"
+    assert main([str(runs["two"]), "--labels", "m", "--out", str(out), "--synthetic",
+                 "--scale-auto", "--colour-auto", "--conditions", "identity,hue_18deg"]) == 0
+    result = json.loads((out / "robustness.json").read_text())
+    assert result["labels"] == ["m", "m, scale auto", "m, colour auto"]
+    plain, coloured = result["models"]["m"], result["models"]["m, colour auto"]
+    n = result["n_test_images"]
+    for name in ("identity", "hue_18deg"):
+        mapped = coloured["colour"]["mapped"][name]
+        assert len(mapped) == n and len(result["models"]["m, scale auto"]["scale"]["factors"][name]) == n
+        if not any(mapped):  # nothing mapped: exactly the plain scores
+            assert coloured["scores"][name] == plain["scores"][name]
+    assert coloured["colour"]["gate"] > 0
+    markdown = (out / "ROBUSTNESS.md").read_text()
+    assert "`--colour auto`" in markdown and "`--scale auto`" in markdown
 
 
 def test_report_files_with_tta(report):
