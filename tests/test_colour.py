@@ -102,3 +102,16 @@ def test_the_reference_round_trips_in_the_config_and_bad_ones_are_refused(refere
     np.testing.assert_allclose(loaded.colour_reference["cov"], reference["cov"])
     with pytest.raises(ConfigError, match="colour_reference"):
         UNetConfig(colour_reference={"mean": [0.0] * 3, "cov": [], "gate": 1.0})
+
+
+def test_large_images_are_measured_on_a_grid_and_mapped_in_bands(reference, monkeypatch):
+    from unet_keras import colour
+
+    rng = np.random.default_rng(6)
+    image = np.concatenate([smear(rng, WHITE, PURPLE, size=96) for _ in range(4)], axis=0)
+    full, mapped = colour_features(image), normalise(image, reference)
+    monkeypatch.setattr(colour, "MAX_STAT_PIXELS", image.shape[0] * image.shape[1] // 9)
+    monkeypatch.setattr(colour, "_ROWS", 50)  # bands that do not divide the 384 rows
+    np.testing.assert_allclose(colour_features(image), full, rtol=0.05, atol=0.5)
+    banded = normalise(image, reference)
+    assert banded.shape == image.shape and np.abs(banded.astype(int) - mapped).max() <= 2

@@ -38,6 +38,10 @@ ProbabilityFn = Callable[[np.ndarray], np.ndarray]
 # beyond it is taken for another stain or scanner.
 GATE_QUANTILE = 0.99
 _FEATURES = 6  # L*, a*, b* means, then their standard deviations
+# Statistics of larger images are taken on a regular grid of about this many pixels, and they
+# are mapped this many rows at a time: a mosaic's float L*a*b* copy would take gigabytes.
+MAX_STAT_PIXELS = 1_000_000
+_ROWS = 256
 
 
 class ColourError(ValueError):
@@ -45,9 +49,11 @@ class ColourError(ValueError):
 
 
 def colour_features(image: np.ndarray) -> np.ndarray:
-    """(6,) float64: the mean and standard deviation of L*, a* and b* over an RGB image."""
+    """(6,) float64: the mean and standard deviation of L*, a* and b* over an RGB image (over
+    a regular grid of at most ``MAX_STAT_PIXELS`` of its pixels, for large images)."""
     rgb, _ = to_uint8_rgb(np.asarray(image))
-    lab = rgb2lab(rgb).reshape(-1, 3)
+    step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / MAX_STAT_PIXELS))))
+    lab = rgb2lab(rgb[::step, ::step]).reshape(-1, 3)
     return np.concatenate([lab.mean(0), lab.std(0)])
 
 
@@ -101,11 +107,14 @@ def normalise(image: np.ndarray, reference: dict, target: np.ndarray | None = No
     """uint8 RGB ``image`` with its L*a*b* mean and sd mapped onto ``target`` (6 statistics;
     default the training images' average): Reinhard et al. 2001, colour transfer."""
     rgb, _ = to_uint8_rgb(np.asarray(image))
-    lab = rgb2lab(rgb)
-    mean, sd = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0)
+    features = colour_features(rgb)
+    mean, sd = features[:3], np.maximum(features[3:], 1e-6)
     target = np.asarray(reference["mean"] if target is None else target)
-    lab = (lab - mean) / np.maximum(sd, 1e-6) * target[3:] + target[:3]
-    return np.round(np.clip(lab2rgb(lab), 0.0, 1.0) * 255.0).astype(np.uint8)
+    out = np.empty_like(rgb)
+    for top in range(0, rgb.shape[0], _ROWS):  # in bands: float Lab of a whole mosaic is GBs
+        lab = (rgb2lab(rgb[top:top + _ROWS]) - mean) / sd * target[3:] + target[:3]
+        out[top:top + _ROWS] = np.round(np.clip(lab2rgb(lab), 0.0, 1.0) * 255.0)
+    return out
 
 
 def auto_target(features: np.ndarray, reference: dict) -> np.ndarray | None:
