@@ -60,9 +60,8 @@ def colour_features(image: np.ndarray) -> np.ndarray:
 def fit_reference(images: Iterable[np.ndarray], quantile: float = GATE_QUANTILE) -> dict:
     """The colour reference of training images: their features' mean and covariance, and the
     gate (the ``quantile`` of their leave-one-out Mahalanobis distances: each image's from the
-    others'), as JSON-ready lists; {} (no
-    reference, ``--colour auto`` then refused) for ``_FEATURES`` images or fewer, whose
-    covariance cannot be estimated.
+    others'), as JSON-ready lists. {} (no reference: ``--colour auto`` is then refused) for
+    ``_FEATURES`` images or fewer, whose covariance cannot be estimated.
     """
     features = np.stack([colour_features(image) for image in images])
     if len(features) <= _FEATURES:
