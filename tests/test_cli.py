@@ -169,6 +169,11 @@ def test_train_on_held_out_ids_and_evaluate_them(tmp_path):
     assert done.returncode == 0 and f"test images {ids}" in done.stdout
     scored = json.loads((out / "evaluate-test-ids" / "metrics.json").read_text())
     assert scored["test"]["whole_cell_dice"] == pytest.approx(metrics["test"]["whole_cell_dice"])
+    assert scored["colour"] == "off"
+    done = run_cli("evaluate", "--model", str(out), "--synthetic", "--colour", "always",
+                   "--out", str(tmp_path / "mapped"))
+    assert done.returncode == 0 and "--colour always: 10 of 10 test images mapped" in done.stdout
+    assert json.loads((tmp_path / "mapped" / "metrics.json").read_text())["colour"] == "always"
     refused = run_cli("train", "--synthetic", "--test-ids", "nope", "--out", str(tmp_path / "n"))
     assert refused.returncode == 1 and "test ids 'nope' name 0 of the 200" in refused.stderr
     assert not (tmp_path / "n").exists() and not (tmp_path / "n.partial").exists()
