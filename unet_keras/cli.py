@@ -132,8 +132,8 @@ def cmd_evaluate(args) -> int:
     import keras
 
     write_json({"data_source": data.source, "synthetic": data.synthetic, "fold": config.fold,
-                "test_ids": config.test_ids, "model": str(model_path), "colour": args.colour, "keras_backend": keras.backend.backend(),
-                "tta": args.tta,
+                "test_ids": config.test_ids, "model": str(model_path),
+                "keras_backend": keras.backend.backend(), "tta": args.tta, "colour": args.colour,
                 "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
                 "edge_cells": config.edge_cells, "test": summary}, out / "metrics.json")
     write_per_image_csv(rows, out / "per_image.csv")
@@ -156,8 +156,8 @@ def cmd_tune(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
     from unet_keras.colour import ColourNormaliser
+    from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
     from unet_keras.rescale import ScaledPredictor, parse_scale
 
     if args.tta and not args.model:
