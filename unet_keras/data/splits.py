@@ -19,13 +19,20 @@ def fold_indices(image_ids: Sequence[str], fold: int, num_folds: int = 5, seed: 
         raise ValueError(f"fold {fold} out of range 0..{num_folds - 1}")
     if len(set(image_ids)) != len(image_ids):
         raise ValueError("duplicate image ids; fold assignment needs unique ids")
-    order = sorted(range(len(image_ids)), key=lambda i: image_ids[i])
-    perm = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
-    chunks = np.array_split(np.array(perm, dtype=int), num_folds)
-    test = chunks[fold].tolist()
+    chunks = np.array_split(np.array(_seeded_order(image_ids, seed), dtype=int), num_folds)
     rest = [i for k, chunk in enumerate(chunks) if k != fold for i in chunk.tolist()]
+    return {**_carve_val(rest, val_fraction), "test": chunks[fold].tolist()}
+
+
+def _seeded_order(image_ids: Sequence[str], seed: int) -> list[int]:
+    """Indices in an order that depends only on the sorted ids and the seed."""
+    order = sorted(range(len(image_ids)), key=lambda i: image_ids[i])
+    return [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
+
+
+def _carve_val(rest: list[int], val_fraction: float) -> dict[str, list[int]]:
     n_val = int(round(val_fraction * len(rest)))
-    return {"train": rest[n_val:], "val": rest[:n_val], "test": test}
+    return {"train": rest[n_val:], "val": rest[:n_val]}
 
 
 def parse_id_spec(spec: str) -> list[tuple[int, int] | str]:
@@ -74,12 +81,10 @@ def holdout_indices(image_ids: Sequence[str], spec: str, seed: int = 42,
         ValueError: a bad spec, or one that names no image or every image.
     """
     items = parse_id_spec(spec)
-    order = sorted(range(len(image_ids)), key=lambda i: image_ids[i])
-    perm = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
+    perm = _seeded_order(image_ids, seed)
     test = [i for i in perm if _matches(image_ids[i], items)]
     rest = [i for i in perm if not _matches(image_ids[i], items)]
     if not test or not rest:
         raise ValueError(f"test ids {spec!r} name {len(test)} of the {len(image_ids)} images; "
                          "expected some but not all of them")
-    n_val = int(round(val_fraction * len(rest)))
-    return {"train": rest[n_val:], "val": rest[:n_val], "test": sorted(test, key=lambda i: image_ids[i])}
+    return {**_carve_val(rest, val_fraction), "test": sorted(test, key=lambda i: image_ids[i])}
