@@ -71,7 +71,8 @@ def paired(base: list[dict], other: list[dict], key: str) -> dict | None:
             "better": int((diffs > 0).sum()), "worse": int((diffs < 0).sum())}
 
 
-def build(variants: Sequence[tuple[str, Path]]) -> dict:
+def build(variants: Sequence[tuple[str, Path]]) -> tuple[dict, dict[str, list[dict]]]:
+    """The report, and each run's per-image test scores by label."""
     runs = [(label, path, load_run(path)) for label, path in variants]
     base_label, base_path, base = runs[0]
     base_ids = [row["image_id"] for row in base["images"]]
@@ -100,15 +101,15 @@ def build(variants: Sequence[tuple[str, Path]]) -> dict:
         })
     return {"baseline": base_label, "data_source": base["metrics"]["data_source"],
             "test_ids": base["config"].test_ids, "test_image_ids": base_ids,
-            "n_test": len(base_ids), "runs": rows, "_images": {r[0]: r[2]["images"] for r in runs}}
+            "n_test": len(base_ids), "runs": rows}, {r[0]: r[2]["images"] for r in runs}
 
 
-def by_cell_type(report: dict, labels: dict[str, int]) -> dict:
+def by_cell_type(per_image: dict[str, list[dict]], labels: dict[str, int]) -> dict:
     """Mean whole-cell and nucleus Dice per cell type and run."""
     from unet_keras.data.zheng2018 import CLASS_NAMES
 
     table = {}
-    for label, images in report["_images"].items():
+    for label, images in per_image.items():
         scores: dict[str, dict[str, list[float]]] = {}
         for image in images:
             name = CLASS_NAMES[labels.get(image["image_id"], len(CLASS_NAMES) - 1)]
@@ -180,10 +181,9 @@ def render_plot(report: dict) -> bytes:
 
 
 def _make(variants: list[tuple[str, Path]], labels: dict[str, int]) -> dict:
-    report = build(variants)
+    report, per_image = build(variants)
     if labels and "SYNTHETIC" not in report["data_source"]:
-        report["by_cell_type"] = by_cell_type(report, labels)
-    report.pop("_images")
+        report["by_cell_type"] = by_cell_type(per_image, labels)
     return report
 
 

@@ -102,11 +102,13 @@ def distance(features: np.ndarray, reference: dict) -> float:
     return float(np.sqrt(diff @ np.linalg.solve(np.asarray(reference["cov"]), diff)))
 
 
-def normalise(image: np.ndarray, reference: dict, target: np.ndarray | None = None) -> np.ndarray:
-    """uint8 RGB ``image`` with its L*a*b* mean and sd mapped onto ``target`` (6 statistics;
-    default the training images' average): Reinhard et al. 2001, colour transfer."""
+def normalise(image: np.ndarray, reference: dict, target: np.ndarray | None = None,
+              features: np.ndarray | None = None) -> np.ndarray:
+    """uint8 RGB ``image`` with its L*a*b* mean and sd (``features``, measured when not given)
+    mapped onto ``target`` (6 statistics; default the training images' average): Reinhard et
+    al. 2001, colour transfer."""
     rgb, _ = to_uint8_rgb(np.asarray(image))
-    features = colour_features(rgb)
+    features = colour_features(rgb) if features is None else np.asarray(features)
     mean, sd = features[:3], np.maximum(features[3:], 1e-6)
     target = np.asarray(reference["mean"] if target is None else target)
     out = np.empty_like(rgb)
@@ -157,17 +159,17 @@ class ColourNormaliser:
 
     def map(self, image: np.ndarray) -> np.ndarray:
         """``image`` as the model will see it: mapped onto the training colours, or as it is."""
-        if self.mode == "off":
-            target = None
-        elif self.mode == "always":
+        target = features = None
+        if self.mode == "always":
             target = np.asarray(self.reference["mean"])
-        else:
-            target = auto_target(colour_features(image), self.reference)
+        elif self.mode == "auto":
+            features = colour_features(image)
+            target = auto_target(features, self.reference)
         self.normalised.append(target is not None)
         if target is None:
             return image
         log.info("colours unlike the training images': mapped towards their average")
-        return normalise(image, self.reference, target)
+        return normalise(image, self.reference, target, features)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.fn(self.map(image))
