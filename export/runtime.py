@@ -22,12 +22,12 @@ import onnxruntime as ort
 from export.instances import instances_by_component
 from export.metadata import REQUIRED_KEYS, decode_metadata
 from export.tiling import default_overlap, tile_predict
+from unet_keras.colour import ColourNormaliser
 from unet_keras.config import UNetConfig
 from unet_keras.image_io import to_uint8_rgb
 from unet_keras.postprocess import (label_cells, labels_to_png, measure_cells,
                                     probabilities_to_labels)
 from unet_keras.preprocess import crop_to, pad_to_multiple, to_model_input
-from unet_keras.colour import ColourNormaliser
 from unet_keras.rescale import ScaledPredictor
 
 log = logging.getLogger(__name__)
