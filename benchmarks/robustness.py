@@ -1,7 +1,8 @@
 """Scores of trained runs under fixed, controlled domain shifts of their test fold.
 
     python -m benchmarks.robustness RUN [RUN ...] --labels a,b --out DIR [--data-dir D]
-        [--synthetic] [--tta] [--conditions identity,zoom_0.5,...]
+        [--synthetic] [--tta] [--conditions identity,zoom_0.5,...] [--scale-auto]
+        [--colour-auto]
 
 For the augmentation ablation (stain jitter and zoom on or off): every run is scored on the same
 test images, each transformed by every condition in ``CONDITIONS``, with the model's own tuned
@@ -106,33 +107,30 @@ def _scores(probs: list[np.ndarray], examples: list[dict], config: UNetConfig) -
 
 
 def score_conditions(model, config: UNetConfig, perturbed: dict[str, list[dict]],
-                     reference: float = 0.0, colour: dict | None = None,
-                     ) -> tuple[dict[str, dict], dict[str, list]]:
+                     scale: float | str = 1.0, colour: str = "off",
+                     ) -> tuple[dict[str, dict], dict[str, dict[str, list]]]:
     """Summary scores of one model on each condition's perturbed test examples, and per image
-    what was done to it: with a ``reference`` cell diameter (px), images go through
-    ``unet-keras predict --scale auto`` (``unet_keras.rescale``; the factor each was resampled
-    by); with a ``colour`` reference, through ``predict --colour auto`` (``unet_keras.colour``;
-    whether each was mapped); else as they are (an empty record)."""
-    from unet_keras.colour import ColourNormaliser
+    what was done to it. With ``scale`` "auto" or ``colour`` "auto", images go through
+    ``unet-keras predict``'s ``--scale`` and ``--colour`` (``unet_keras.domain.DomainAdapter``,
+    with the config's ``cell_diameter`` and ``colour_reference``): the record holds, per
+    condition, the factor each image was predicted at ("factors") and whether it was mapped
+    ("mapped"); else images go to the model as they are (an empty record)."""
+    from unet_keras.domain import DomainAdapter
     from unet_keras.inference import keras_probability_fn, predict_probabilities
-    from unet_keras.rescale import ScaledPredictor
 
-    scores, record = {}, {}
+    scores: dict[str, dict] = {}
+    record: dict[str, dict[str, list]] = {"factors": {}, "mapped": {}}
     for name, examples in perturbed.items():
         images = [e["image"] for e in examples]
-        if reference:
-            predictor = ScaledPredictor(keras_probability_fn(model, config.multiple), "auto",
-                                        reference, config.channel_thresholds()[0])
-            probs = [predictor(image) for image in images]
-            record[name] = predictor.factors
-        elif colour:
-            mapper = ColourNormaliser(None, "auto", colour)
-            probs = predict_probabilities(model, [mapper.map(i) for i in images], config.multiple)
-            record[name] = mapper.normalised
-        else:
+        if scale == 1.0 and colour == "off":
             probs = predict_probabilities(model, images, config.multiple)
+        else:
+            adapter = DomainAdapter(keras_probability_fn(model, config.multiple), config, scale,
+                                    colour)
+            probs = [adapter(image) for image in images]
+            record["factors"][name], record["mapped"][name] = adapter.factors, adapter.mapped
         scores[name] = _scores(probs, examples, config)
-    return scores, record
+    return scores, {k: v for k, v in record.items() if v}
 
 
 def tta_comparison(model, config: UNetConfig, examples: list[dict]) -> dict:
@@ -183,7 +181,8 @@ def run_benchmark(runs: Sequence[str], labels: Sequence[str], data_dir=None,
     ``unet-keras predict --scale auto``; its reference cell size is the config's
     ``cell_diameter``, or else measured on the fold's training masks (what training records).
     ``colour_auto`` does the same for ``predict --colour auto`` ("LABEL, colour auto"), with the
-    config's ``colour_reference`` or else one fitted to the fold's training images.
+    config's ``colour_reference`` or else one fitted to the fold's training images. Both together
+    add "LABEL, scale + colour auto": what ``predict`` does by default.
     """
     configs = {label: resolve_run(run) for label, run in zip(labels, runs)}
     fold = load_shared_test(configs, data_dir, synthetic)
@@ -205,21 +204,27 @@ def run_benchmark(runs: Sequence[str], labels: Sequence[str], data_dir=None,
                          "shifted_means": shifted_means(scores, conditions)}
         if tta:
             models[label]["tta"] = tta_comparison(model, config, fold.test)
-        if scale_auto:
-            reference = config.cell_diameter or training_cell_diameter(
-                [e["mask"] for e in fold.train], config.min_cell_area)
-            scores, factors = score_conditions(model, config, perturbed, reference)
-            models[f"{label}, scale auto"] = {
-                **models[label], "scores": scores, "shifted_means": shifted_means(scores, conditions),
-                "scale": {"reference_cell_diameter": reference, "factors": factors}}
-            models[f"{label}, scale auto"].pop("tta", None)
-        if colour_auto:
-            reference = config.colour_reference or fit_reference(e["image"] for e in fold.train)
-            scores, mapped = score_conditions(model, config, perturbed, colour=reference)
-            models[f"{label}, colour auto"] = {
-                **models[label], "scores": scores, "shifted_means": shifted_means(scores, conditions),
-                "colour": {"gate": reference["gate"], "mapped": mapped}}
-            models[f"{label}, colour auto"].pop("tta", None)
+        variants = [("scale auto", "auto", "off")] if scale_auto else []
+        variants += [("colour auto", 1.0, "auto")] if colour_auto else []
+        variants += [("scale + colour auto", "auto", "auto")] if scale_auto and colour_auto else []
+        if variants:  # references as training records them, where the config predates them
+            config = dataclasses.replace(
+                config, cell_diameter=config.cell_diameter or training_cell_diameter(
+                    [e["mask"] for e in fold.train], config.min_cell_area),
+                colour_reference=config.colour_reference or fit_reference(
+                    e["image"] for e in fold.train))
+        for suffix, scale, colour in variants:
+            scores, record = score_conditions(model, config, perturbed, scale, colour)
+            entry = {**models[label], "scores": scores,
+                     "shifted_means": shifted_means(scores, conditions)}
+            entry.pop("tta", None)
+            if scale == "auto":
+                entry["scale"] = {"reference_cell_diameter": config.cell_diameter,
+                                  "factors": record["factors"]}
+            if colour == "auto":
+                entry["colour"] = {"gate": config.colour_reference["gate"],
+                                   "mapped": record["mapped"]}
+            models[f"{label}, {suffix}"] = entry
     any_config = next(iter(configs.values()))[1]
     return {"data_source": fold.source, "synthetic": fold.synthetic, "fold": any_config.fold,
             "n_test_images": len(fold.test), "test_ids": [e["image_id"] for e in fold.test],
@@ -244,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-auto", action="store_true",
                         help="also score each run through `unet-keras predict --scale auto`")
     parser.add_argument("--colour-auto", action="store_true",
-                        help="also score each run through `unet-keras predict --colour auto`")
+                        help="also score each run through `unet-keras predict --colour auto` "
+                             "(with --scale-auto, through both as well: predict's default)")
     args = parser.parse_args(argv)
     try:
         labels = parse_labels(args.labels, args.runs)

@@ -51,6 +51,49 @@ def test_evaluate_writes_metrics_and_per_image_csv(trained_run, tmp_path):
         metrics["test"]["whole_cell_dice"], abs=1e-9)
 
 
+def test_evaluate_scores_all_of_another_dataset_as_predict_would(trained_run, tmp_path):
+    write_dataset(tmp_path / "data", n=3, size=48, folder="Dataset 2", grey_edges=True)
+    out = tmp_path / "d2"
+    done = run_cli("evaluate", "--model", str(trained_run), "--data-dir", str(tmp_path / "data"),
+                   "--dataset", "dataset2", "--scale", "2", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test images all (Zheng et al. 2018 dataset2 (3 images)" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["dataset"], metrics["trained_on"], metrics["images"]) == (
+        "dataset2", "dataset1", "all")
+    assert metrics["scale"] == 2.0 and metrics["n_rescaled"] == 3 and metrics["fold"] is None
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert [r["image_id"] for r in rows] == ["001", "002", "003"]
+    assert {r["scale_factor"] for r in rows} == {"2.0"} and "colour_mapped" not in rows[0]
+
+
+def test_evaluate_on_chosen_images_says_which_the_model_trained_on(trained_run, tmp_path):
+    done = run_cli("evaluate", "--model", str(trained_run), "--synthetic", "--images",
+                   "all", "--colour", "always", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # All 200 synthetic images: 40 are the run's test fold, the other 160 trained or tuned it.
+    assert metrics["test"]["n_images"] == 200 and metrics["n_seen_in_training"] == 160
+    assert "160 of these 200 images were in the model's training" in done.stdout
+    assert metrics["n_colour_mapped"] == 200
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--images", "all", "--fold", "1"], "give one of them"),
+    (["--images", "nope-x"], "name none of the 200 images"),
+])
+def test_evaluate_refuses_conflicting_or_empty_choices(trained_run, tmp_path, args, message):
+    done = run_cli("evaluate", "--model", str(trained_run), "--synthetic", *args,
+                   "--out", str(tmp_path / "e"))
+    assert done.returncode != 0 and message in done.stderr
+    assert not (tmp_path / "e").exists()
+
+
+def test_evaluate_without_a_model_needs_out():
+    done = run_cli("evaluate", "--synthetic")
+    assert done.returncode == 2 and "give --out" in done.stderr
+
+
 def test_predict_writes_masks_overlays_and_cells(trained_run, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -172,7 +215,7 @@ def test_train_on_held_out_ids_and_evaluate_them(tmp_path):
     assert scored["colour"] == "off"
     done = run_cli("evaluate", "--model", str(out), "--synthetic", "--colour", "always",
                    "--out", str(tmp_path / "mapped"))
-    assert done.returncode == 0 and "--colour always: 10 of 10 test images mapped" in done.stdout
+    assert done.returncode == 0 and "--colour always: 10 of 10 image(s) mapped" in done.stdout
     assert json.loads((tmp_path / "mapped" / "metrics.json").read_text())["colour"] == "always"
     refused = run_cli("train", "--synthetic", "--test-ids", "nope", "--out", str(tmp_path / "n"))
     assert refused.returncode == 1 and "test ids 'nope' name 0 of the 200" in refused.stderr

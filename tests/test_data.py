@@ -4,7 +4,7 @@ from PIL import Image
 
 from unet_keras.config import ConfigError, UNetConfig
 from unet_keras.data.loading import load_fold
-from unet_keras.data.splits import fold_indices, holdout_indices
+from unet_keras.data.splits import fold_indices, holdout_indices, select_indices
 from unet_keras.data.tfds_builder import load_examples
 from unet_keras.data.zheng2018 import DataError, scan_pairs
 
@@ -139,6 +139,17 @@ def test_held_out_ids_refuse_bad_or_empty_selections(spec, message):
     ids = [f"{i:03d}" for i in range(1, 301)]
     with pytest.raises(ValueError, match=message):
         holdout_indices(ids, spec)
+
+
+def test_selected_images_are_all_or_those_named_in_id_order():
+    ids = ["003", "001", "010", "002"]
+    assert [ids[i] for i in select_indices(ids, "all")] == ["001", "002", "003", "010"]
+    assert [ids[i] for i in select_indices(ids, " ALL ")] == ["001", "002", "003", "010"]
+    assert [ids[i] for i in select_indices(ids, "10,1-2")] == ["001", "002", "010"]
+    with pytest.raises(ValueError, match="name none of the 4 images"):
+        select_indices(ids, "4-9")
+    with pytest.raises(ValueError, match="empty item"):
+        select_indices(ids, "1,")
 
 
 def test_a_config_with_bad_test_ids_is_refused_and_load_fold_names_the_data():

@@ -124,14 +124,19 @@ def test_scale_and_colour_auto_score_each_run_again(runs, tmp_path):
     assert main([str(runs["two"]), "--labels", "m", "--out", str(out), "--synthetic",
                  "--scale-auto", "--colour-auto", "--conditions", "identity,hue_18deg"]) == 0
     result = json.loads((out / "robustness.json").read_text())
-    assert result["labels"] == ["m", "m, scale auto", "m, colour auto"]
+    assert result["labels"] == ["m", "m, scale auto", "m, colour auto", "m, scale + colour auto"]
     plain, coloured = result["models"]["m"], result["models"]["m, colour auto"]
+    scaled, both = result["models"]["m, scale auto"], result["models"]["m, scale + colour auto"]
     n = result["n_test_images"]
     for name in ("identity", "hue_18deg"):
         mapped = coloured["colour"]["mapped"][name]
-        assert len(mapped) == n and len(result["models"]["m, scale auto"]["scale"]["factors"][name]) == n
+        assert len(mapped) == n and len(scaled["scale"]["factors"][name]) == n
+        assert both["colour"]["mapped"][name] == mapped  # the mapping comes first, alike
         if not any(mapped):  # nothing mapped: exactly the plain scores
             assert coloured["scores"][name] == plain["scores"][name]
+            assert both["scores"][name] == scaled["scores"][name]
+        if set(both["scale"]["factors"][name]) == {1.0}:  # nothing resampled: colour alone
+            assert both["scores"][name] == coloured["scores"][name]
     assert coloured["colour"]["gate"] > 0
     markdown = (out / "ROBUSTNESS.md").read_text()
     assert "`--colour auto`" in markdown and "`--scale auto`" in markdown

@@ -105,39 +105,79 @@ def cmd_cv(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from unet_keras.data.loading import load_fold
+    from unet_keras.data.loading import load_fold, load_images
+    from unet_keras.domain import DomainAdapter
     from unet_keras.evaluate import score_config, write_json, write_per_image_csv
-    from unet_keras.inference import predict_probabilities
+    from unet_keras.inference import keras_probability_fn, predict_probabilities
     from unet_keras.model import load_model
+    from unet_keras.rescale import parse_scale
 
+    if args.images and args.fold is not None:
+        raise UsageError("--images scores the images it names and --fold a fold of the model's "
+                         "split; give one of them")
+    scale = parse_scale(args.scale) if args.scale else 1.0
+    if not args.model:
+        if not args.out:
+            raise UsageError("without --model (the shipped pretrained model) give --out: the "
+                             "shipped model's folder is the installed package")
+        from unet_keras.pretrained import pretrained_path
+
+        args.model = str(pretrained_path("keras"))
+        print(f"no --model: scoring the shipped pretrained model {args.model}")
     model_path, config = resolve_model(args.model)
+    trained_on, images = config.dataset, args.images
+    if args.dataset and args.dataset != config.dataset:
+        config.dataset, images = args.dataset, images or "all"  # none of it was trained on
     if args.fold is not None:  # that fold, even for a run trained with --test-ids
         config.fold, config.test_ids = args.fold, ""
         config.validate()
-    data = load_fold(config, args.data_dir, synthetic=args.synthetic)
+    seen: set[str] = set()  # images the model trained or was tuned on
+    if images:
+        data, part = load_images(config, images, args.data_dir, args.synthetic), f"images {images}"
+        if config.dataset == trained_on:
+            split = load_fold(config, args.data_dir, synthetic=args.synthetic)
+            seen = {e["image_id"] for e in split.train + split.val}
+            seen &= {e["image_id"] for e in data.test}
+        if seen:
+            print(f"note: {len(seen)} of these {len(data.test)} images were in the model's "
+                  f"training or validation part ({config.test_part} was its test part): their "
+                  "scores are not held-out figures")
+    else:
+        data, part = load_fold(config, args.data_dir, synthetic=args.synthetic), config.test_part
     model = load_model(model_path)
-    images = [e["image"] for e in data.test]
-    if args.colour != "off":
-        from unet_keras.colour import ColourNormaliser
-
-        mapper = ColourNormaliser(None, args.colour, config.colour_reference)
-        images = [mapper.map(image) for image in images]
-        print(f"--colour {args.colour}: {sum(mapper.normalised)} of {len(images)} test images "
-              "mapped towards the training images' colours")
-    probs = predict_probabilities(model, images, config.multiple, tta=args.tta)
-    rows, summary = score_config(probs, data.test, config)
+    adapter = DomainAdapter(keras_probability_fn(model, config.multiple, tta=args.tta), config,
+                            scale, args.colour)
+    examples = data.test
+    if adapter.scaler or adapter.mapper:
+        probs = [adapter(e["image"]) for e in examples]
+        for line in adapter.summary():
+            print(line)
+    else:
+        probs = predict_probabilities(model, [e["image"] for e in examples], config.multiple,
+                                      tta=args.tta)
+    rows, summary = score_config(probs, examples, config)
+    for row, mapped in zip(rows, adapter.mapped):
+        row["colour_mapped"] = int(mapped)
+    for row, factor in zip(rows, adapter.factors):
+        row["scale_factor"] = round(factor, 4)
     out = Path(args.out) if args.out else model_path.parent / (
+        f"evaluate-{config.dataset}-images" if images else
         "evaluate-test-ids" if config.test_ids else f"evaluate-fold{config.fold}")
     out.mkdir(parents=True, exist_ok=True)
     import keras
 
-    write_json({"data_source": data.source, "synthetic": data.synthetic, "fold": config.fold,
-                "test_ids": config.test_ids, "model": str(model_path),
-                "keras_backend": keras.backend.backend(), "tta": args.tta, "colour": args.colour,
+    write_json({"data_source": data.source, "synthetic": data.synthetic, "dataset": config.dataset,
+                "trained_on": trained_on, "images": images,
+                "fold": None if images else config.fold,
+                "test_ids": None if images else config.test_ids, "model": str(model_path),
+                "keras_backend": keras.backend.backend(), "tta": args.tta,
+                "scale": adapter.scale, "colour": adapter.colour,
+                "n_seen_in_training": len(seen), "n_colour_mapped": sum(adapter.mapped),
+                "n_rescaled": sum(f != 1.0 for f in adapter.factors),
                 "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
                 "edge_cells": config.edge_cells, "test": summary}, out / "metrics.json")
     write_per_image_csv(rows, out / "per_image.csv")
-    _print_scores(f"test {config.test_part}", summary, data.source)
+    _print_scores(f"test {part}", summary, data.source)
     print(f"written: {out / 'metrics.json'}, {out / 'per_image.csv'}")
     return EXIT_OK
 
@@ -157,6 +197,7 @@ def cmd_tune(args) -> int:
 
 def cmd_predict(args) -> int:
     from unet_keras.colour import ColourNormaliser
+    from unet_keras.domain import DomainAdapter
     from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
     from unet_keras.rescale import ScaledPredictor, parse_scale
 
@@ -177,19 +218,12 @@ def cmd_predict(args) -> int:
     # Locked before the model loads, so a second run on one directory is refused at once.
     with exclusive_output_dir(Path(args.out)):
         probability_fn, config = _probability_source(args, model)
-        if scale is None:
-            scale = "auto" if config.cell_diameter else 1.0
-        if scale != 1.0:
-            probability_fn = ScaledPredictor(probability_fn, scale, config.cell_diameter,
-                                             config.channel_thresholds()[0])
-        colour = args.colour or ("auto" if config.colour_reference else "off")
-        if colour != "off":  # outermost: the image is mapped once, before any resampling
-            probability_fn = ColourNormaliser(probability_fn, colour, config.colour_reference)
+        adapter = DomainAdapter(probability_fn, config, scale, args.colour)
         edge_cells = args.edge_cells or config.edge_cells
         if edge_cells == "drop":
             print("cells cut by the image edge are left out where another cell is clear of it "
                   "(--edge-cells keep to measure them)")
-        summary = predict_files(inputs, probability_fn, config.channel_thresholds(),
+        summary = predict_files(inputs, adapter, config.channel_thresholds(),
                                 Path(args.out), strict=args.strict,
                                 instance_method=args.instances, lock=False,
                                 min_cell_area=config.min_cell_area, edge_cells=edge_cells)
@@ -197,16 +231,8 @@ def cmd_predict(args) -> int:
         print(f"converted {path}: {note}")
     for path, reason in summary.refused:
         print(f"refused {path}: {reason}", file=sys.stderr)
-    if colour != "off":
-        mapped = probability_fn.normalised
-        print(f"--colour {colour}: {sum(mapped)} of {len(mapped)} image(s) mapped towards the "
-              "training images' colours")
-        probability_fn = probability_fn.fn
-    if scale == "auto":
-        moved = [f for f in probability_fn.factors if f != 1.0]
-        print(f"--scale auto: {len(moved)} of {len(probability_fn.factors)} image(s) predicted "
-              "again at another scale" + (f" (factors {min(moved):.2f}-{max(moved):.2f})"
-                                          if moved else ""))
+    for line in adapter.summary():
+        print(line)
     print(f"predicted {len(summary.written)} image(s), {summary.n_cells} cell(s); "
           f"refused {len(summary.refused)}; outputs in {args.out}")
     return EXIT_PARTIAL if summary.refused else EXIT_OK

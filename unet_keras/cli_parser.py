@@ -108,16 +108,27 @@ def _add_cv(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a model on a test fold")
-    p.add_argument("--model", required=True, help="model.keras or its run directory")
+    p = sub.add_parser("evaluate", help="score a model on its test fold, or on chosen images of "
+                                        "any dataset in the public layout")
+    p.add_argument("--model", help="model.keras or its run directory (default: the shipped "
+                                   "pretrained model; then --out is needed)")
     p.add_argument("--data-dir")
     p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--dataset", choices=["dataset1", "dataset2"],
+                   help="which of the publication's datasets under --data-dir (default: the "
+                        "model's); another than the model's scores all of its images")
+    p.add_argument("--images", metavar="SPEC",
+                   help="score these images instead of the test fold: 'all', or ids and "
+                        "LOW-HIGH ranges, comma-separated (for data the model never trained on)")
     p.add_argument("--fold", type=int, help="default: the fold in the model's config.json")
     p.add_argument("--out", help="directory for metrics.json and per_image.csv (default: beside the model)")
     p.add_argument("--tta", action="store_true",
                    help="average the 8 flips and 90-degree turns (8x the inference time)")
     p.add_argument("--colour", choices=COLOUR_MODES, default="off",
                    help="as predict --colour (default here: off, the plain model)")
+    p.add_argument("--scale", help="as predict --scale: 'auto' or a factor (default here: 1, the "
+                                   "plain model); --scale auto --colour auto scores what "
+                                   "predict does by default")
 
 
 def _add_tune(sub) -> None:

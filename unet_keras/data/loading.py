@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unet_keras.config import UNetConfig
-from unet_keras.data.splits import fold_indices, holdout_indices
+from unet_keras.data.splits import fold_indices, holdout_indices, select_indices
 from unet_keras.data.zheng2018 import default_data_dir
 
 log = logging.getLogger(__name__)
@@ -67,3 +67,22 @@ def load_fold(config: UNetConfig, data_dir: str | Path | None = None,
                              config.val_fraction)
     pick = {name: [examples[i] for i in idx] for name, idx in parts.items()}
     return FoldData(pick["train"], pick["val"], pick["test"], source, synthetic)
+
+
+def load_images(config: UNetConfig, spec: str, data_dir: str | Path | None = None,
+                synthetic: bool = False) -> FoldData:
+    """The images ``spec`` names (``"all"``, ids, LOW-HIGH ranges) of the configured dataset as
+    the test part, with no training or validation part: for scoring a model on data it never
+    saw (see ``load_all`` for the data source).
+
+    Raises:
+        DataError: ``spec`` is malformed or names no image.
+    """
+    from unet_keras.data.zheng2018 import DataError
+
+    examples, source, synthetic = load_all(config, data_dir, synthetic)
+    try:
+        chosen = select_indices([e["image_id"] for e in examples], spec)
+    except ValueError as err:
+        raise DataError(f"{source}: {err}") from None
+    return FoldData([], [], [examples[i] for i in chosen], source, synthetic)

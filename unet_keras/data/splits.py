@@ -68,6 +68,26 @@ def _matches(image_id: str, items: Sequence[tuple[int, int] | str]) -> bool:
     return False
 
 
+def select_indices(image_ids: Sequence[str], spec: str) -> list[int]:
+    """Indices of the images ``spec`` names (``"all"``, or as ``holdout_indices``), in id order.
+
+    For scoring a model on data it never trained on (another laboratory's images, Dataset 2).
+
+    Raises:
+        ValueError: a bad spec, or one that names no image.
+    """
+    order = sorted(range(len(image_ids)), key=lambda i: image_ids[i])
+    if spec.strip().lower() == "all":
+        return order
+    items = parse_id_spec(spec)
+    chosen = [i for i in order if _matches(image_ids[i], items)]
+    if not chosen:
+        raise ValueError(f"images {spec!r} name none of the {len(image_ids)} images (ids "
+                         f"{image_ids[order[0]]}..{image_ids[order[-1]]}); expected 'all', or "
+                         "ids and LOW-HIGH ranges, comma-separated")
+    return chosen
+
+
 def holdout_indices(image_ids: Sequence[str], spec: str, seed: int = 42,
                     val_fraction: float = 0.1) -> dict[str, list[int]]:
     """Train / val / test index lists with the images named by ``spec`` as the test part.
