@@ -22,13 +22,12 @@ import onnxruntime as ort
 from export.instances import instances_by_component
 from export.metadata import REQUIRED_KEYS, decode_metadata
 from export.tiling import default_overlap, tile_predict
-from unet_keras.colour import ColourNormaliser
 from unet_keras.config import UNetConfig
+from unet_keras.domain import DomainAdapter
 from unet_keras.image_io import to_uint8_rgb
 from unet_keras.postprocess import (label_cells, labels_to_png, measure_cells,
                                     probabilities_to_labels)
 from unet_keras.preprocess import crop_to, pad_to_multiple, to_model_input
-from unet_keras.rescale import ScaledPredictor
 
 log = logging.getLogger(__name__)
 
@@ -194,22 +193,12 @@ class Segmenter:
         a tile are postprocessed one connected component at a time (``export.instances``): the
         same cells, numbered component by component.
         """
-        if scale is None:
-            scale = "auto" if self.config.cell_diameter else 1.0
-        if colour is None:
-            colour = "auto" if self.config.colour_reference else "off"
         image = np.asarray(image)
         rgb, notes = to_uint8_rgb(image, source=f"input array {image.dtype} {image.shape}")
-        if colour != "off":
-            mapper = ColourNormaliser(None, colour, self.config.colour_reference)
-            rgb = mapper.map(rgb)
-            if mapper.normalised[0]:
-                notes = [*notes, "colours mapped towards the training images' (--colour)"]
-        if scale == 1.0:
-            probability = self._probabilities(rgb)
-        else:
-            probability = ScaledPredictor(self.predict_probabilities, scale,
-                                          self.config.cell_diameter, self.thresholds[0])(rgb)
+        adapter = DomainAdapter(self.predict_probabilities, self.config, scale, colour)
+        probability = adapter(rgb)
+        if any(adapter.mapped):
+            notes = [*notes, "colours mapped towards the training images' (--colour)"]
         has_nucleus = self.out_channels == 2
         min_area = self.config.min_cell_area
         edge_cells = edge_cells or self.config.edge_cells
