@@ -24,6 +24,12 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
             *(f"| {' | '.join(row)} |" for row in rows), ""]
 
 
+def _test_part(result: dict) -> str:
+    """"images 201-300" for a run trained with ``--test-ids``, else "fold K"."""
+    test_ids = next(iter(result["models"].values()))["config"].get("test_ids")
+    return f"images {test_ids}" if test_ids else f"fold {result['fold']}"
+
+
 def _factors(factors: Sequence[float]) -> str:
     moved = [f for f in factors if f != 1.0]
     return f"{len(moved)}/{len(factors)}, {np.median(moved) if moved else 1.0:.2f}x"
@@ -41,7 +47,7 @@ def render_markdown(result: dict) -> str:
                              for s in (models[m]["scores"][c["name"]] for m in labels))]
               for c in conditions]
     lines = ["# Robustness under controlled domain shift", "",
-             f"Data: {result['data_source']}; test part of fold {result['fold']} "
+             f"Data: {result['data_source']}; test part: {_test_part(result)} "
              f"({result['n_test_images']} images). Each model uses its own tuned thresholds, "
              f"minimum cell area and edge-cell setting. Keras backend {result['keras_backend']}; "
              f"{result['machine']['cpu']['model']}; scoring took {result['seconds']} s.", "",
@@ -97,7 +103,7 @@ def plot(result: dict, path: Path) -> None:
             ax.plot(names, [scores[n]["nucleus_dice"] for n in names], marker="s", linestyle=":",
                     color=line.get_color(), label=f"{label} nucleus")
     ax.set_ylabel("Dice (mean over test images)")
-    ax.set_title(f"Dice per condition, fold {result['fold']} test part")
+    ax.set_title(f"Dice per condition, test part: {_test_part(result)}")
     ax.tick_params(axis="x", labelrotation=45)
     plt.setp(ax.get_xticklabels(), ha="right")
     ax.grid(True, alpha=0.3)

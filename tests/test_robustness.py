@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -179,3 +180,13 @@ def test_bad_input_exits_1_naming_it_and_writes_nothing(runs, tmp_path, capsys, 
              "labels": "--labels"}[case]
     assert named in err and "error" in err
     assert not out.exists()
+
+
+def test_report_names_a_held_out_test_part(report):
+    from benchmarks.robustness_report import render_markdown
+
+    result = copy.deepcopy(report[1])
+    assert f"test part: fold {result['fold']} (" in render_markdown(result)
+    for model in result["models"].values():
+        model["config"]["test_ids"] = "201-300"
+    assert "test part: images 201-300 (" in render_markdown(result)
