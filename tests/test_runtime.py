@@ -251,6 +251,24 @@ def test_cli_predict_through_onnx_matches_the_keras_path(run_dir, onnx_path, tmp
     assert (keras_out / "cells.csv").read_text() == (onnx_out / "cells.csv").read_text()
 
 
+def test_cli_evaluate_through_onnx_scores_like_the_keras_path(run_dir, onnx_path, tmp_path):
+    scored = {}
+    for flag, source in (("--model", run_dir), ("--onnx", onnx_path)):
+        out = tmp_path / flag.strip("-")
+        done = run_cli("evaluate", flag, str(source), "--synthetic", "--out", str(out))
+        assert done.returncode == 0, done.stderr[-2000:]
+        scored[flag] = json.loads((out / "metrics.json").read_text())
+    keras_run, onnx_run = scored["--model"], scored["--onnx"]
+    assert keras_run["runtime"].startswith("keras ")
+    assert onnx_run["runtime"].startswith("onnxruntime ") and "CPUExecutionProvider" in onnx_run["runtime"]
+    assert onnx_run["test"]["n_images"] == keras_run["test"]["n_images"] > 0
+    assert onnx_run["test"]["whole_cell_dice"] == pytest.approx(keras_run["test"]["whole_cell_dice"],
+                                                                abs=2e-3)
+    refused = run_cli("evaluate", "--onnx", str(onnx_path), "--tta", "--synthetic",
+                      "--out", str(tmp_path / "tta"))
+    assert refused.returncode == 2 and "--tta needs --model" in refused.stderr
+
+
 @pytest.mark.slow
 def test_8000x8000_image_peak_memory_under_2gb(tmp_path):
     """Depth 4, 16 filters, 2 channels (the 512 MB float32 output is the bulk); several minutes.

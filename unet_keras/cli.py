@@ -116,7 +116,9 @@ def cmd_evaluate(args) -> int:
         raise UsageError("--images scores the images it names and --fold a fold of the model's "
                          "split; give one of them")
     scale = parse_scale(args.scale) if args.scale else 1.0
-    if not args.model:
+    if args.onnx and args.tta:
+        raise UsageError("--tta needs --model (the ONNX runtime does not average views)")
+    if not (args.model or args.onnx):
         if not args.out:
             raise UsageError("without --model (the shipped pretrained model) give --out: the "
                              "shipped model's folder is the installed package")
@@ -124,7 +126,13 @@ def cmd_evaluate(args) -> int:
 
         args.model = str(pretrained_path("keras"))
         print(f"no --model: scoring the shipped pretrained model {args.model}")
-    model_path, config = resolve_model(args.model)
+    if args.onnx:
+        from export.runtime import Segmenter
+
+        segmenter = Segmenter.from_onnx(args.onnx)
+        model_path, config = Path(args.onnx), segmenter.config
+    else:
+        model_path, config = resolve_model(args.model)
     trained_on, images = config.dataset, args.images
     if args.dataset and args.dataset != config.dataset:
         config.dataset, images = args.dataset, images or "all"  # none of it was trained on
@@ -144,11 +152,17 @@ def cmd_evaluate(args) -> int:
                   "scores are not held-out figures")
     else:
         data, part = load_fold(config, args.data_dir, synthetic=args.synthetic), config.test_part
-    model = load_model(model_path)
-    adapter = DomainAdapter(keras_probability_fn(model, config.multiple, tta=args.tta), config,
-                            scale, args.colour)
+    if args.onnx:
+        model, runtime = None, f"onnxruntime {', '.join(segmenter.session.get_providers())}"
+        probability_fn = segmenter.predict_probabilities
+    else:
+        import keras
+
+        model, runtime = load_model(model_path), f"keras {keras.backend.backend()}"
+        probability_fn = keras_probability_fn(model, config.multiple, tta=args.tta)
+    adapter = DomainAdapter(probability_fn, config, scale, args.colour)
     examples = data.test
-    if adapter.scaler or adapter.mapper:
+    if adapter.scaler or adapter.mapper or model is None:
         probs = [adapter(e["image"]) for e in examples]
         for line in adapter.summary():
             print(line)
@@ -164,13 +178,11 @@ def cmd_evaluate(args) -> int:
         f"evaluate-{config.dataset}-images" if images else
         "evaluate-test-ids" if config.test_ids else f"evaluate-fold{config.fold}")
     out.mkdir(parents=True, exist_ok=True)
-    import keras
-
     write_json({"data_source": data.source, "synthetic": data.synthetic, "dataset": config.dataset,
                 "trained_on": trained_on, "images": images,
                 "fold": None if images else config.fold,
                 "test_ids": None if images else config.test_ids, "model": str(model_path),
-                "keras_backend": keras.backend.backend(), "tta": args.tta,
+                "runtime": runtime, "tta": args.tta,
                 "scale": adapter.scale, "colour": adapter.colour,
                 "n_seen_in_training": len(seen), "n_colour_mapped": sum(adapter.mapped),
                 "n_rescaled": sum(f != 1.0 for f in adapter.factors),

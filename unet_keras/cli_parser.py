@@ -110,8 +110,11 @@ def _add_cv(sub) -> None:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model on its test fold, or on chosen images of "
                                         "any dataset in the public layout")
-    p.add_argument("--model", help="model.keras or its run directory (default: the shipped "
-                                   "pretrained model; then --out is needed)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", help="model.keras or its run directory (default: the shipped "
+                                        "pretrained model; then --out is needed)")
+    source.add_argument("--onnx", help="an exported .onnx file, run by onnxruntime (what "
+                                       "predict serves) instead of Keras")
     p.add_argument("--data-dir")
     p.add_argument("--synthetic", action="store_true")
     p.add_argument("--dataset", choices=["dataset1", "dataset2"],
