@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -27,64 +26,10 @@ import numpy as np
 
 import unet_keras  # sets the default KERAS_BACKEND before keras is imported
 from unet_keras.config import CONFIG_FILENAME, resolve_run
-from unet_keras.data.zheng2018 import DataError, Pair, read_pair
-from unet_keras.image_io import IMAGE_SUFFIXES, ImageReadError, read_gray, read_rgb
-from unet_keras.predict import collect_inputs
+from unet_keras.data.folders import find_pairs, read_example
+from unet_keras.data.zheng2018 import DataError
 
 PRETRAINED = Path(unet_keras.__file__).parent / "pretrained" / "wbc_unet.keras"
-MASK_SUFFIX = "_mask"
-EXPECTED_MASK = "grey 0/128/255 (background/cytoplasm/nucleus) or class indices 0/1/2"
-
-
-def find_pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
-    """(image, mask) paths matched by stem, in image-name order.
-
-    Raises:
-        DataError: an image without a mask (named), a stem with two masks, or a missing folder.
-    """
-    if not masks.is_dir():
-        raise DataError(f"{masks}: mask folder not found")
-    same_folder = images.resolve() == masks.resolve()
-    by_stem: dict[str, Path] = {}
-    for path in sorted(masks.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        named_mask = path.stem.endswith(MASK_SUFFIX)
-        if same_folder and not named_mask:
-            continue  # an image, not a mask
-        stem = path.stem[:-len(MASK_SUFFIX)] if named_mask else path.stem
-        if stem in by_stem:
-            raise DataError(f"{path}: a second mask for {stem!r} (also {by_stem[stem].name}); "
-                            "expected one mask per image")
-        by_stem[stem] = path
-    pairs = []
-    for image in collect_inputs([images]):
-        if image.stem not in by_stem:
-            raise DataError(f"{image}: no mask; expected {masks / image.stem}.png (or "
-                            f"{image.stem}{MASK_SUFFIX}.png) in {masks}, {EXPECTED_MASK}")
-        pairs.append((image, by_stem[image.stem]))
-    return pairs
-
-
-def read_example(image_path: Path, mask_path: Path) -> dict:
-    """An example like the dataset reader's: image (uint8 RGB), mask (0/1/2 labels), image_id.
-
-    Raises:
-        DataError: unreadable files, sizes that differ, or mask values in neither encoding.
-    """
-    try:
-        mask = read_gray(mask_path)
-        if mask.max() > 2:  # the dataset's grey levels: its reader checks and converts them
-            image, labels = read_pair(Pair(image_path.stem, image_path, mask_path))
-        else:
-            image, _ = read_rgb(image_path)
-            labels = mask.astype(np.uint8)
-    except ImageReadError as err:
-        raise DataError(str(err)) from err
-    if labels.shape != image.shape[:2]:
-        raise DataError(f"{mask_path}: mask is {labels.shape[1]}x{labels.shape[0]} but image "
-                        f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes")
-    return {"image": image, "mask": labels, "label": -1, "image_id": image_path.stem}
 
 
 def split(examples: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

@@ -61,7 +61,7 @@ def test_evaluate_scores_all_of_another_dataset_as_predict_would(trained_run, tm
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["dataset"], metrics["trained_on"], metrics["images"]) == (
         "dataset2", "dataset1", "all")
-    assert metrics["scale"] == 2.0 and metrics["n_rescaled"] == 3 and metrics["fold"] is None
+    assert metrics["scale"] == 2.0 and metrics["n_rescaled"] == 3 and "fold" not in metrics
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert [r["image_id"] for r in rows] == ["001", "002", "003"]
     assert {r["scale_factor"] for r in rows} == {"2.0"} and "colour_mapped" not in rows[0]
@@ -78,9 +78,42 @@ def test_evaluate_on_chosen_images_says_which_the_model_trained_on(trained_run, 
     assert metrics["n_colour_mapped"] == 200
 
 
+def test_evaluate_scores_a_folder_of_images_and_masks(trained_run, tmp_path):
+    folder = tmp_path / "mine"
+    write_dataset(tmp_path / "d", n=2, size=48, folder="Dataset 1")
+    folder.mkdir()
+    for i in (1, 2):  # the same pairs as one's own files: cell_N.png with cell_N_mask.png
+        shutil.copy(tmp_path / "d" / "Dataset 1" / f"00{i}.bmp", folder / f"cell_{i}.png")
+        shutil.copy(tmp_path / "d" / "Dataset 1" / f"00{i}.png", folder / f"cell_{i}_mask.png")
+    out = tmp_path / "e"
+    done = run_cli("evaluate", "--model", str(trained_run), "--image-dir", str(folder),
+                   "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test folder (2 image/mask pairs from" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["image_dir"] == metrics["mask_dir"] == str(folder)
+    assert metrics["test"]["n_images"] == 2 and "dataset" not in metrics
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert [r["image_id"] for r in rows] == ["cell_1", "cell_2"]
+    # The same pairs read as Dataset 1 score exactly alike.
+    again = tmp_path / "again"
+    done = run_cli("evaluate", "--model", str(trained_run), "--data-dir", str(tmp_path / "d"),
+                   "--images", "all", "--out", str(again))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((again / "metrics.json").read_text())["test"]["whole_cell_dice"] == \
+        pytest.approx(metrics["test"]["whole_cell_dice"], abs=1e-12)
+    (folder / "cell_2_mask.png").unlink()
+    done = run_cli("evaluate", "--model", str(trained_run), "--image-dir", str(folder),
+                   "--out", str(tmp_path / "bad"))
+    assert done.returncode == 1 and "cell_2.png: no mask" in done.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--images", "all", "--fold", "1"], "give one of them"),
     (["--images", "nope-x"], "name none of the 200 images"),
+    (["--image-dir", "."], "drop --synthetic"),
+    (["--mask-dir", "."], "--mask-dir goes with --image-dir"),
 ])
 def test_evaluate_refuses_conflicting_or_empty_choices(trained_run, tmp_path, args, message):
     done = run_cli("evaluate", "--model", str(trained_run), "--synthetic", *args,

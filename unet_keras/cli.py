@@ -27,16 +27,13 @@ from pathlib import Path
 
 import unet_keras  # noqa: F401  (sets the default KERAS_BACKEND before keras is imported)
 from unet_keras import compile_cache
-from unet_keras.cli_parser import RECIPE_FLAGS, build_parser, recipe_config
+from unet_keras.cli_evaluate import cmd_evaluate
+from unet_keras.cli_parser import (EXIT_BUSY, EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED,
+                                   EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, RECIPE_FLAGS, UsageError,
+                                   build_parser, recipe_config)
 from unet_keras.config import UNetConfig, resolve_run
 from unet_keras.dirlock import OutputBusyError
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
-EXIT_INTERRUPTED = 130
-
-
-class UsageError(ValueError):
-    """Options that cannot go together; exit code 2."""
+from unet_keras.evaluate import format_scores
 
 
 def resolve_model(path: str) -> tuple[Path, UNetConfig]:
@@ -75,7 +72,7 @@ def cmd_train(args) -> int:
                  "synthetic": synthetic}
     metrics = train(config, data, out, resume=bool(args.resume), data_args=data_args,
                     devices=args.devices)
-    _print_scores("test", metrics["test"], data.source)
+    print(format_scores("test", metrics["test"], data.source))
     print(f"training: {metrics['train_seconds']} s, {metrics['train_images_per_second']} images/s; "
           f"run written to {out}")
     return EXIT_OK
@@ -104,96 +101,6 @@ def cmd_cv(args) -> int:
     return EXIT_OK
 
 
-def cmd_evaluate(args) -> int:
-    from unet_keras.data.loading import load_fold, load_images
-    from unet_keras.domain import DomainAdapter
-    from unet_keras.evaluate import score_config, write_json, write_per_image_csv
-    from unet_keras.inference import keras_probability_fn, predict_probabilities
-    from unet_keras.model import load_model
-    from unet_keras.rescale import parse_scale
-
-    if args.images and args.fold is not None:
-        raise UsageError("--images scores the images it names and --fold a fold of the model's "
-                         "split; give one of them")
-    scale = parse_scale(args.scale) if args.scale else 1.0
-    if args.onnx and args.tta:
-        raise UsageError("--tta needs --model (the ONNX runtime does not average views)")
-    if not (args.model or args.onnx):
-        if not args.out:
-            raise UsageError("without --model (the shipped pretrained model) give --out: the "
-                             "shipped model's folder is the installed package")
-        from unet_keras.pretrained import pretrained_path
-
-        args.model = str(pretrained_path("keras"))
-        print(f"no --model: scoring the shipped pretrained model {args.model}")
-    if args.onnx:
-        from export.runtime import Segmenter
-
-        segmenter = Segmenter.from_onnx(args.onnx)
-        model_path, config = Path(args.onnx), segmenter.config
-    else:
-        model_path, config = resolve_model(args.model)
-    trained_on, images = config.dataset, args.images
-    if args.dataset and args.dataset != config.dataset:
-        config.dataset, images = args.dataset, images or "all"  # none of it was trained on
-    if args.fold is not None:  # that fold, even for a run trained with --test-ids
-        config.fold, config.test_ids = args.fold, ""
-        config.validate()
-    seen: set[str] = set()  # images the model trained or was tuned on
-    if images:
-        data, part = load_images(config, images, args.data_dir, args.synthetic), f"images {images}"
-        if config.dataset == trained_on:
-            split = load_fold(config, args.data_dir, synthetic=args.synthetic)
-            seen = {e["image_id"] for e in split.train + split.val}
-            seen &= {e["image_id"] for e in data.test}
-        if seen:
-            print(f"note: {len(seen)} of these {len(data.test)} images were in the model's "
-                  f"training or validation part ({config.test_part} was its test part): their "
-                  "scores are not held-out figures")
-    else:
-        data, part = load_fold(config, args.data_dir, synthetic=args.synthetic), config.test_part
-    if args.onnx:
-        model, runtime = None, f"onnxruntime {', '.join(segmenter.session.get_providers())}"
-        probability_fn = segmenter.predict_probabilities
-    else:
-        import keras
-
-        model, runtime = load_model(model_path), f"keras {keras.backend.backend()}"
-        probability_fn = keras_probability_fn(model, config.multiple, tta=args.tta)
-    adapter = DomainAdapter(probability_fn, config, scale, args.colour)
-    examples = data.test
-    if adapter.scaler or adapter.mapper or model is None:
-        probs = [adapter(e["image"]) for e in examples]
-        for line in adapter.summary():
-            print(line)
-    else:
-        probs = predict_probabilities(model, [e["image"] for e in examples], config.multiple,
-                                      tta=args.tta)
-    rows, summary = score_config(probs, examples, config)
-    for row, mapped in zip(rows, adapter.mapped):
-        row["colour_mapped"] = int(mapped)
-    for row, factor in zip(rows, adapter.factors):
-        row["scale_factor"] = round(factor, 4)
-    out = Path(args.out) if args.out else model_path.parent / (
-        f"evaluate-{config.dataset}-images" if images else
-        "evaluate-test-ids" if config.test_ids else f"evaluate-fold{config.fold}")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json({"data_source": data.source, "synthetic": data.synthetic, "dataset": config.dataset,
-                "trained_on": trained_on, "images": images,
-                "fold": None if images else config.fold,
-                "test_ids": None if images else config.test_ids, "model": str(model_path),
-                "runtime": runtime, "tta": args.tta,
-                "scale": adapter.scale, "colour": adapter.colour,
-                "n_seen_in_training": len(seen), "n_colour_mapped": sum(adapter.mapped),
-                "n_rescaled": sum(f != 1.0 for f in adapter.factors),
-                "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
-                "edge_cells": config.edge_cells, "test": summary}, out / "metrics.json")
-    write_per_image_csv(rows, out / "per_image.csv")
-    _print_scores(f"test {part}", summary, data.source)
-    print(f"written: {out / 'metrics.json'}, {out / 'per_image.csv'}")
-    return EXIT_OK
-
-
 def cmd_tune(args) -> int:
     from unet_keras.data.loading import load_fold
     from unet_keras.train import retune
@@ -203,7 +110,7 @@ def cmd_tune(args) -> int:
     metrics = retune(model_path.parent, data)
     print(f"tuned on {len(data.val)} validation images: thresholds {metrics['thresholds']}, "
           f"min_cell_area {metrics['min_cell_area']} px, edge cells {metrics['edge_cells']}")
-    _print_scores(f"test {config.test_part}", metrics["test"], data.source)
+    print(format_scores(f"test {config.test_part}", metrics["test"], data.source))
     return EXIT_OK
 
 
@@ -310,13 +217,6 @@ def cmd_export(args) -> int:
         )
     print(json.dumps(report, indent=2, default=str))
     return EXIT_OK
-
-
-def _print_scores(name: str, summary: dict, source: str) -> None:
-    keys = [k for k in ("whole_cell_dice", "whole_cell_iou", "nucleus_dice", "nucleus_iou",
-                        "ap50", "ap50_95") if k in summary]
-    scores = ", ".join(f"{k} {summary[k]:.4f}" for k in keys)
-    print(f"{name} ({source}): {scores}")
 
 
 COMMANDS = {"train": cmd_train, "cv": cmd_cv, "evaluate": cmd_evaluate, "tune": cmd_tune,

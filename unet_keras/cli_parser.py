@@ -10,6 +10,9 @@ import argparse
 
 from unet_keras.config import COLOUR_MODES, EDGE_CELLS, INITS, LR_SCHEDULES, UNetConfig
 
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130  # the meaning of each: unet_keras.cli's docstring
+
 DEFAULTS = UNetConfig()
 # Training flags that set the recipe (argparse dest -> UNetConfig field); --resume takes the
 # recipe from the run's config.json, so they cannot be combined with it.
@@ -23,6 +26,10 @@ RECIPE_FLAGS = {
     "colour_strength": "colour_strength", "test_ids": "test_ids",
 }
 
+
+
+class UsageError(ValueError):
+    """Options that cannot go together; exit code 2."""
 
 
 COLOUR_HELP = ("'auto': map an image whose colour statistics lie outside the model's training "
@@ -124,6 +131,10 @@ def _add_evaluate(sub) -> None:
                    help="score these images instead of the test fold: 'all', or ids and "
                         "LOW-HIGH ranges, comma-separated (for data the model never trained on)")
     p.add_argument("--fold", type=int, help="default: the fold in the model's config.json")
+    p.add_argument("--image-dir", help="score your own folder of images instead, each with a "
+                                       "mask of the same stem (grey 0/128/255 or labels 0/1/2)")
+    p.add_argument("--mask-dir", help="the masks' folder (default: --image-dir, masks named "
+                                      "STEM_mask)")
     p.add_argument("--out", help="directory for metrics.json and per_image.csv (default: beside the model)")
     p.add_argument("--tta", action="store_true",
                    help="average the 8 flips and 90-degree turns (8x the inference time)")

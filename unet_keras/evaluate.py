@@ -126,6 +126,13 @@ def score_config(probs: Sequence[np.ndarray], examples: Sequence[dict], config
                                config.edge_cells)
 
 
+def format_scores(name: str, summary: dict, source: str) -> str:
+    """One line of a summary's headline scores: "test fold 0 (SOURCE): whole_cell_dice ..."."""
+    keys = [k for k in ("whole_cell_dice", "whole_cell_iou", "nucleus_dice", "nucleus_iou",
+                        "ap50", "ap50_95") if k in summary]
+    return f"{name} ({source}): " + ", ".join(f"{k} {summary[k]:.4f}" for k in keys)
+
+
 def write_per_image_csv(rows: list[dict], path: Path) -> None:
     with atomic_output(path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -1,0 +1,128 @@
+"""``unet-keras evaluate``: score a model on its test part, chosen images of a dataset, or a
+user's own folder of images and masks, through what ``predict`` does when asked to
+(``--scale``, ``--colour``), with Keras or the exported ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unet_keras.cli_parser import EXIT_OK, UsageError
+from unet_keras.config import UNetConfig, resolve_run
+from unet_keras.evaluate import format_scores
+
+
+def cmd_evaluate(args) -> int:
+    from unet_keras.domain import DomainAdapter
+    from unet_keras.evaluate import score_config, write_json, write_per_image_csv
+    from unet_keras.inference import keras_probability_fn, predict_probabilities
+    from unet_keras.model import load_model
+    from unet_keras.rescale import parse_scale
+
+    if args.images and args.fold is not None:
+        raise UsageError("--images scores the images it names and --fold a fold of the model's "
+                         "split; give one of them")
+    if args.image_dir:
+        given = [f"--{name.replace('_', '-')}" for name in ("data_dir", "dataset", "images", "fold")
+                 if getattr(args, name) is not None] + (["--synthetic"] if args.synthetic else [])
+        if given:
+            raise UsageError(f"--image-dir scores the pairs in that folder; drop {' '.join(given)}")
+    elif args.mask_dir:
+        raise UsageError("--mask-dir goes with --image-dir (the images of those masks)")
+    scale = parse_scale(args.scale) if args.scale else 1.0
+    if args.onnx and args.tta:
+        raise UsageError("--tta needs --model (the ONNX runtime does not average views)")
+    if not (args.model or args.onnx):
+        if not args.out:
+            raise UsageError("without --model (the shipped pretrained model) give --out: the "
+                             "shipped model's folder is the installed package")
+        from unet_keras.pretrained import pretrained_path
+
+        args.model = str(pretrained_path("keras"))
+        print(f"no --model: scoring the shipped pretrained model {args.model}")
+    if args.onnx:
+        from export.runtime import Segmenter
+
+        segmenter = Segmenter.from_onnx(args.onnx)
+        model_path, config = Path(args.onnx), segmenter.config
+    else:
+        model_path, config = resolve_run(args.model)
+    data, part, where = _evaluation_data(args, config)
+    if args.onnx:
+        model, runtime = None, f"onnxruntime {', '.join(segmenter.session.get_providers())}"
+        probability_fn = segmenter.predict_probabilities
+    else:
+        import keras
+
+        model, runtime = load_model(model_path), f"keras {keras.backend.backend()}"
+        probability_fn = keras_probability_fn(model, config.multiple, tta=args.tta)
+    adapter = DomainAdapter(probability_fn, config, scale, args.colour)
+    examples = data.test
+    if adapter.scaler or adapter.mapper or model is None:
+        probs = [adapter(e["image"]) for e in examples]
+        for line in adapter.summary():
+            print(line)
+    else:
+        probs = predict_probabilities(model, [e["image"] for e in examples], config.multiple,
+                                      tta=args.tta)
+    rows, summary = score_config(probs, examples, config)
+    for row, mapped in zip(rows, adapter.mapped):
+        row["colour_mapped"] = int(mapped)
+    for row, factor in zip(rows, adapter.factors):
+        row["scale_factor"] = round(factor, 4)
+    out_name = where.pop("out_name")
+    out = Path(args.out) if args.out else model_path.parent / out_name
+    out.mkdir(parents=True, exist_ok=True)
+    write_json({"data_source": data.source, "synthetic": data.synthetic, **where,
+                "model": str(model_path), "runtime": runtime, "tta": args.tta,
+                "scale": adapter.scale, "colour": adapter.colour,
+                "n_colour_mapped": sum(adapter.mapped),
+                "n_rescaled": sum(f != 1.0 for f in adapter.factors),
+                "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
+                "edge_cells": config.edge_cells, "test": summary}, out / "metrics.json")
+    write_per_image_csv(rows, out / "per_image.csv")
+    print(format_scores(f"test {part}", summary, data.source))
+    print(f"written: {out / 'metrics.json'}, {out / 'per_image.csv'}")
+    return EXIT_OK
+
+
+def _evaluation_data(args, config: UNetConfig):
+    """(FoldData whose test part is scored, its name, what metrics.json records of it).
+
+    A folder of image/mask pairs (``--image-dir``); chosen images of a dataset (``--images``, or
+    all of another dataset than the model's), noting those the model trained or was tuned on;
+    else the model's test part (``--fold``: another fold of its split).
+    """
+    from unet_keras.data.loading import FoldData, load_fold, load_images
+
+    if args.image_dir:
+        from unet_keras.data.folders import load_folder
+
+        examples = load_folder(Path(args.image_dir), args.mask_dir and Path(args.mask_dir))
+        source = f"{len(examples)} image/mask pairs from {Path(args.image_dir).resolve()}"
+        return (FoldData([], [], examples, source, False), "folder",
+                {"image_dir": args.image_dir, "mask_dir": args.mask_dir or args.image_dir,
+                 "out_name": "evaluate-folder"})
+    trained_on, images = config.dataset, args.images
+    if args.dataset and args.dataset != config.dataset:
+        config.dataset, images = args.dataset, images or "all"  # none of it was trained on
+    if args.fold is not None:  # that fold, even for a run trained with --test-ids
+        config.fold, config.test_ids = args.fold, ""
+        config.validate()
+    where = {"dataset": config.dataset, "trained_on": trained_on, "images": images}
+    if not images:
+        data = load_fold(config, args.data_dir, synthetic=args.synthetic)
+        return data, config.test_part, {
+            **where, "fold": config.fold, "test_ids": config.test_ids,
+            "out_name": "evaluate-test-ids" if config.test_ids else f"evaluate-fold{config.fold}"}
+    data = load_images(config, images, args.data_dir, args.synthetic)
+    seen: set[str] = set()  # images the model trained or was tuned on
+    if config.dataset == trained_on:
+        split = load_fold(config, args.data_dir, synthetic=args.synthetic)
+        seen = {e["image_id"] for e in split.train + split.val} & {
+            e["image_id"] for e in data.test}
+    if seen:
+        print(f"note: {len(seen)} of these {len(data.test)} images were in the model's training "
+              f"or validation part ({config.test_part} was its test part): their scores are not "
+              "held-out figures")
+    return data, f"images {images}", {**where, "n_seen_in_training": len(seen),
+                                      "out_name": f"evaluate-{config.dataset}-images"}
