@@ -267,3 +267,49 @@ def test_bad_arguments_raise():
         Augmenter(128, elastic=-1.0)
     with pytest.raises(ValueError, match="mask shape"):
         Augmenter(128)(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 11), np.uint8))
+
+
+def _reference(images) -> dict:
+    from unet_keras.colour import fit_reference
+
+    return fit_reference(images)
+
+
+def test_colour_transfer_maps_half_the_crops_onto_drawn_statistics(smear):
+    from unet_keras.colour import colour_features, normalise
+    from unet_keras.data.synthetic import synthetic_dataset
+
+    image, mask = smear
+    reference = _reference(e["image"] for e in synthetic_dataset(12, size=64, seed=2))
+    plain = Augmenter(128, seed=6)
+    moved = Augmenter(128, seed=6, colour_transfer=2.0, colour_reference=reference)
+    draws = [(plain.sample(mask.shape), moved.sample(mask.shape)) for _ in range(400)]
+    # The other draws stay the same; about half the samples get a target.
+    assert all(dataclasses.replace(b, colour_target=()) == a for a, b in draws)
+    targets = np.array([b.colour_target for _, b in draws if b.colour_target])
+    assert 160 < len(targets) < 240 and targets.shape[1] == 6
+    # Drawn around the reference, twice its spread: the sd of each statistic's draws.
+    spread = targets.std(0) / np.sqrt(np.diag(np.asarray(reference["cov"])))
+    assert np.all((spread[:3] > 1.6) & (spread[:3] < 2.4)) and targets[:, 3:].min() >= 1.0
+    # Applied: the geometry as without, then Reinhard onto the target with the whole image's
+    # statistics, before the colour jitter (off here).
+    a, b = next((a, b) for a, b in draws if b.colour_target)
+    geometry = Augmenter(128, stain=False, colour=False, colour_transfer=2.0,
+                         colour_reference=reference)
+    no_jitter = dict(brightness=0.0, contrast=1.0, gamma=1.0, hue=0.0, saturation=1.0,
+                     stain_scale=(1.0, 1.0, 1.0), stain_shift=(0.0, 0.0, 0.0))
+    x_plain, y_plain = geometry.apply(image, mask, dataclasses.replace(a, **no_jitter))
+    params = dataclasses.replace(b, **no_jitter)
+    x_moved, y_moved = geometry.apply(image, mask, params)
+    np.testing.assert_array_equal(y_moved, y_plain)
+    expected = normalise(np.round(x_plain * 255).astype(np.uint8), {},
+                         np.asarray(b.colour_target), colour_features(image)) / 255.0
+    np.testing.assert_allclose(x_moved, expected, atol=1e-6)
+    assert np.abs(x_moved - x_plain).mean() > 0.01
+
+
+def test_colour_transfer_needs_a_reference():
+    with pytest.raises(ValueError, match="colour_transfer=1.0"):
+        Augmenter(128, colour_transfer=1.0)
+    with pytest.raises(ValueError, match="colour_transfer=-1"):
+        Augmenter(128, colour_transfer=-1)

@@ -79,3 +79,15 @@ def test_elastic_reaches_the_augmenter_only_with_augmentation():
     assert TrainingBatches(examples(), UNetConfig(**recipe)).augmenter.elastic == 3.0
     plain = TrainingBatches(examples(), UNetConfig(**recipe, augment=False))
     assert plain.augmenter.elastic == 0.0
+
+
+def test_colour_transfer_state_round_trip_draws_the_same_batches():
+    config = UNetConfig(image_size=16, depth=2, batch_size=8, colour_transfer=1.0, elastic=1.0)
+    first = TrainingBatches(examples()[:40], config, seed=1)
+    assert first.augmenter.colour_reference["n_images"] == 40
+    first[0]
+    state = first.get_state()
+    second = TrainingBatches(examples()[:40], config, seed=7)
+    second.set_state(state)
+    for index in (1, 2):
+        np.testing.assert_array_equal(second[index][0], first[index][0])

@@ -23,7 +23,8 @@ RECIPE_FLAGS = {
     "dropout": "dropout",
     "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
     "init": "init", "class_balance": "class_balance", "ema": "ema", "elastic": "elastic",
-    "colour_strength": "colour_strength", "test_ids": "test_ids",
+    "colour_strength": "colour_strength", "colour_transfer": "colour_transfer",
+    "test_ids": "test_ids",
 }
 
 
@@ -82,6 +83,10 @@ def _add_training_options(p, fold: bool = True) -> None:
                    help="widen (K > 1) or narrow the brightness, contrast, gamma, hue and "
                         "saturation jitter ranges K times (2: hue +-22 degrees, contrast "
                         f"0.7-1.3); default {DEFAULTS.colour_strength}")
+    p.add_argument("--colour-transfer", type=float, metavar="K",
+                   help="give half the training crops another stain's colours first: L*a*b* "
+                        "mean and sd drawn from a Gaussian K times as wide as the training "
+                        f"images' (0: off); default {DEFAULTS.colour_transfer}")
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help=f"zoom range of the augmentation (1 1: none); default "
                         f"{DEFAULTS.scale_range[0]} {DEFAULTS.scale_range[1]}")

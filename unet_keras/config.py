@@ -16,6 +16,7 @@ LR_SCHEDULES = ("plateau", "cosine")
 # Colour jitter's ranges scale with ``colour_strength``; saturation's half-width is 0.2 x it, so
 # at 5 a draw could reach zero (grey) and past it.
 MAX_COLOUR_STRENGTH = 4.0
+MAX_COLOUR_TRANSFER = 4.0  # a spread of K sd of the training images' colour statistics
 # "drop": cells touching the image edge are left out when another cell lies clear of it
 # (see unet_keras.postprocess.edge_parts); "keep": every cell counts.
 EDGE_CELLS = ("keep", "drop")
@@ -70,6 +71,9 @@ class UNetConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)  # zoom; another scanner, another magnification
     class_balance: float = 0.0  # draw examples with probability ~ (cell-type count) ** -this
     elastic: float = 0.0  # sd (px) of a smooth elastic displacement of each crop (0: none)
+    # K > 0: half the crops take colour statistics drawn from N(mean, K**2 cov) of the training
+    # images' (data.augment, RandStainNA); 0: none.
+    colour_transfer: float = 0.0
     # Optimisation.
     epochs: int = 50
     batch_size: int = 16
@@ -143,6 +147,9 @@ class UNetConfig:
         if not 0.0 <= self.colour_strength <= MAX_COLOUR_STRENGTH:
             problems.append(f"colour_strength={self.colour_strength} (expected 0.."
                             f"{MAX_COLOUR_STRENGTH}; 1: the default ranges)")
+        if not 0.0 <= self.colour_transfer <= MAX_COLOUR_TRANSFER:
+            problems.append(f"colour_transfer={self.colour_transfer} (expected 0.."
+                            f"{MAX_COLOUR_TRANSFER}; 0: off)")
         if not self.elastic >= 0.0:
             problems.append(f"elastic={self.elastic} (expected a standard deviation >= 0, "
                             "in pixels; 0: off)")

@@ -6,7 +6,10 @@ one input coordinate; the image is read there bilinearly and the label map by ne
 neighbour, so the mask stays aligned and keeps its exact labels. Beyond the image edge both
 are mirrored (numpy's "reflect": d c b | a b c d | c b a), which is also how ``fit_to_size``
 and ``unet_keras.preprocess.pad_to_multiple`` pad (the resampling: ``unet_keras.data.warp``).
-Colour jitter then touches the image only.
+Colour jitter then touches the image only. With ``colour_transfer`` half of the samples first
+take another stain's colours (RandStainNA, Shen et al. 2022): the image's L*a*b* mean and sd are
+mapped (Reinhard, ``unet_keras.colour.normalise``) onto statistics drawn from a Gaussian around the
+training images' own, the way ``predict --colour auto`` maps an image of another laboratory.
 
 Speed, measured on the shared 2-core dev machine under load (one thread, best of 5 x 200):
 2.0 ms per 120x120 -> 128x128 sample with every option on, 1.2 ms geometry only; 2.1 ms from
@@ -21,6 +24,7 @@ import dataclasses
 import numpy as np
 from skimage.color import hed_from_rgb, rgb_from_hed
 
+from unet_keras.colour import colour_features, normalise
 from unet_keras.config import MAX_COLOUR_STRENGTH
 from unet_keras.data.warp import ELASTIC_GRID, output_grid, warp
 from unet_keras.preprocess import to_model_input
@@ -33,6 +37,8 @@ STAIN_SCALE = 0.1
 STAIN_SHIFT = 0.01
 _LOG_ADJUST = np.float32(-np.log(1e-6))  # rgb2hed divides optical density by this
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+TRANSFER_PROBABILITY = 0.5  # share of samples given drawn colour statistics
+_MIN_TRANSFER_SD = 1.0  # L*a*b* units: a drawn sd below this would flatten the image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +65,8 @@ class AugmentParams:
     # Elastic displacement (rows, then cols) of the output grid at the ELASTIC_GRID lattice
     # points, in output pixels, flattened; () is none.
     elastic: tuple[float, ...] = ()
+    # L*a*b* mean and sd (6 numbers) the image's colours are mapped onto first; () is none.
+    colour_target: tuple[float, ...] = ()
 
 
 _IDENTITY = AugmentParams()
@@ -85,6 +93,10 @@ class Augmenter:
         elastic: standard deviation, in output pixels, of the elastic displacement at each
             lattice point (0: none). Drawn from a second generator, so that the other
             parameters are the same draws with it on or off.
+        colour_transfer: K > 0 maps ``TRANSFER_PROBABILITY`` of the samples onto colour
+            statistics drawn from N(mean, K**2 cov) of ``colour_reference`` (0: none); from a
+            third generator, likewise.
+        colour_reference: the training images' ``unet_keras.colour.fit_reference``.
         seed: seeds the generators the object holds; the same seed gives the same sequence.
     """
 
@@ -92,6 +104,7 @@ class Augmenter:
         self, image_size: int, flips: bool = True, rot90: bool = True, free_rotation: bool = True,
         scale_range: tuple[float, float] = (0.8, 1.25), stain: bool = True, colour: bool = True,
         colour_strength: float = 1.0, elastic: float = 0.0, seed: int = 0,
+        colour_transfer: float = 0.0, colour_reference: dict | None = None,
     ) -> None:
         low, high = (float(v) for v in scale_range)
         if image_size < 1:
@@ -103,6 +116,9 @@ class Augmenter:
                              " (contrast and saturation would reach zero beyond)")
         if not elastic >= 0:
             raise ValueError(f"elastic={elastic}: expected a standard deviation >= 0 (pixels)")
+        if not colour_transfer >= 0 or (colour_transfer and not colour_reference):
+            raise ValueError(f"colour_transfer={colour_transfer}: expected >= 0, and a colour "
+                             "reference of the training images (more than 6) when > 0")
         self.image_size = int(image_size)
         self.flips, self.rot90, self.free_rotation = flips, rot90, free_rotation
         self.scale_range = (low, high)
@@ -110,6 +126,8 @@ class Augmenter:
         self.colour_strength = float(colour_strength)
         self._rng = np.random.default_rng(seed)
         self._elastic_rng = np.random.default_rng([seed, 1])
+        self.colour_transfer, self.colour_reference = float(colour_transfer), colour_reference
+        self._transfer_rng = np.random.default_rng([seed, 2])
 
     def sample(self, shape: tuple[int, int]) -> AugmentParams:
         """Draw parameters for an input of (height, width) ``shape``.
@@ -143,6 +161,12 @@ class Augmenter:
         if self.elastic:
             lattice = self._elastic_rng.normal(0.0, self.elastic, 2 * ELASTIC_GRID**2)
             drawn = dataclasses.replace(drawn, elastic=tuple(float(v) for v in lattice))
+        if self.colour_transfer and self._transfer_rng.random() < TRANSFER_PROBABILITY:
+            reference = self.colour_reference
+            target = self._transfer_rng.multivariate_normal(
+                reference["mean"], self.colour_transfer**2 * np.asarray(reference["cov"]))
+            target[3:] = np.maximum(target[3:], _MIN_TRANSFER_SD)
+            drawn = dataclasses.replace(drawn, colour_target=tuple(float(v) for v in target))
         return drawn
 
     def apply(
@@ -153,6 +177,10 @@ class Augmenter:
         matrix, offset = _affine(params, x.shape[:2], self.image_size)
         grid = output_grid(params.elastic, self.image_size)
         x, mask = warp(x, mask, matrix, offset, grid)
+        if params.colour_target:  # the whole image's statistics, as predict measures them
+            crop = np.round(x * 255.0).astype(np.uint8)
+            x = normalise(crop, {}, np.asarray(params.colour_target),
+                          colour_features(image)).astype(np.float32) / np.float32(255.0)
         if not _is_identity(params, "stain"):
             x = stain_jitter(x, params.stain_scale, params.stain_shift)
         if not _is_identity(params, "colour"):

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from unet_keras.config import UNetConfig
+from unet_keras.colour import fit_reference
 from unet_keras.data.augment import Augmenter
 from unet_keras.preprocess import mask_targets
 
@@ -41,6 +42,9 @@ class TrainingBatches(keras.utils.PyDataset):
             stain=config.augment and config.stain_augment, colour=config.augment,
             colour_strength=config.colour_strength,
             elastic=config.elastic if config.augment else 0.0, seed=seed,
+            colour_transfer=config.colour_transfer if config.augment else 0.0,
+            colour_reference=(fit_reference(e["image"] for e in examples)
+                              if config.augment and config.colour_transfer else None),
         )
         self.rng = np.random.default_rng(seed)
         self.weights = class_weights(examples, config.class_balance)
@@ -75,7 +79,9 @@ class TrainingBatches(keras.utils.PyDataset):
         """Everything that decides the coming batches (order, shuffling and augmentation RNG
         states), JSON-serialisable, so a resumed run draws exactly what this one would have."""
         return {"order": self.order.tolist(), "rng": self.rng.bit_generator.state,
-                "augmenter_rng": self.augmenter._rng.bit_generator.state}
+                "augmenter_rng": self.augmenter._rng.bit_generator.state,
+                "elastic_rng": self.augmenter._elastic_rng.bit_generator.state,
+                "transfer_rng": self.augmenter._transfer_rng.bit_generator.state}
 
     def set_state(self, state: dict) -> None:
         """Restore ``get_state``'s result (of a dataset over the same examples)."""
@@ -89,6 +95,10 @@ class TrainingBatches(keras.utils.PyDataset):
         self.order = order
         self.rng.bit_generator.state = state["rng"]
         self.augmenter._rng.bit_generator.state = state["augmenter_rng"]
+        for key, rng in (("elastic_rng", self.augmenter._elastic_rng),
+                         ("transfer_rng", self.augmenter._transfer_rng)):
+            if key in state:  # checkpoints written before these were kept lack them
+                rng.bit_generator.state = state[key]
 
 
 def class_weights(examples: list[dict], exponent: float) -> np.ndarray | None:
