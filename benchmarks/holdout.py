@@ -88,8 +88,9 @@ def build(variants: Sequence[tuple[str, Path]]) -> tuple[dict, dict[str, list[di
                           f"{base['metrics']['data_source']!r} ({base_path})")
         this = recipe(run["config"])
         differs = {k: v for k, v in this.items() if base_recipe.get(k) != v}
-        if run["metrics"].get("colour", "off") != base["metrics"].get("colour", "off"):
-            differs["predict --colour"] = run["metrics"].get("colour", "off")
+        for option, plain in (("colour", "off"), ("scale", 1.0)):  # evaluate --colour, --scale
+            if run["metrics"].get(option, plain) != base["metrics"].get(option, plain):
+                differs[f"predict --{option}"] = run["metrics"].get(option, plain)
         rows.append({
             "label": label, "run": str(path), "differs_from_baseline": differs,
             "test_ids": run["config"].test_ids, "n_train": run["metrics"].get("n_train"),

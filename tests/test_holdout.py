@@ -59,3 +59,23 @@ def test_runs_that_cannot_be_compared_exit_1_and_write_nothing(tmp_path, capsys,
         make_run(other, other_ids, [0.9, 0.8, 0.7])
     assert main([f"base={base}", f"x={other}", "--out", str(tmp_path / "report")]) == 1
     assert named in capsys.readouterr().err and not (tmp_path / "report").exists()
+
+
+def test_an_evaluate_output_names_predicts_options(tmp_path):
+    base = make_run(tmp_path / "base", IDS, [0.90, 0.80, 0.70])
+    (base / "model.keras").write_bytes(b"")  # resolve_run only looks for it
+    scored = tmp_path / "eval"
+    scored.mkdir()
+    test = {"whole_cell_dice": 0.9, "n_images": 3}
+    (scored / "metrics.json").write_text(json.dumps(
+        {"data_source": SOURCE, "model": str(base / "model.keras"), "colour": "auto",
+         "scale": "auto", "test": test}))
+    with (scored / "per_image.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["image_id", "whole_cell_dice", "whole_cell_iou"])
+        writer.writeheader()
+        for image_id in IDS:
+            writer.writerow({"image_id": image_id, "whole_cell_dice": 0.9, "whole_cell_iou": 0.85})
+    out = tmp_path / "report"
+    assert main([f"base={base}", f"both={scored}", "--out", str(out)]) == 0
+    row = json.loads((out / JSON_NAME).read_text())["runs"][1]
+    assert row["differs_from_baseline"] == {"predict --colour": "auto", "predict --scale": "auto"}
