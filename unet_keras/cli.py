@@ -115,10 +115,9 @@ def cmd_tune(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from unet_keras.colour import ColourNormaliser
     from unet_keras.domain import DomainAdapter
     from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
-    from unet_keras.rescale import ScaledPredictor, parse_scale
+    from unet_keras.rescale import parse_scale
 
     if args.tta and not args.model:
         raise UsageError("--tta needs --model (the ONNX runtime does not average views)")
@@ -130,10 +129,8 @@ def cmd_predict(args) -> int:
         args.onnx = str(pretrained_path("onnx"))
         print(f"no --model or --onnx: using the shipped pretrained model {args.onnx}")
     model = resolve_model(args.model) if args.model else None  # fail before creating --out
-    if scale == "auto" and model and not model[1].cell_diameter:
-        ScaledPredictor(None, scale, model[1].cell_diameter)  # refuses, saying what to do
-    if args.colour not in (None, "off") and model and not model[1].colour_reference:
-        ColourNormaliser(None, args.colour, model[1].colour_reference)  # refuses likewise
+    if model:  # --scale auto or --colour auto of a model without references: refused, saying why
+        DomainAdapter(None, model[1], scale, args.colour)
     # Locked before the model loads, so a second run on one directory is refused at once.
     with exclusive_output_dir(Path(args.out)):
         probability_fn, config = _probability_source(args, model)
