@@ -24,9 +24,14 @@ def fold_indices(image_ids: Sequence[str], fold: int, num_folds: int = 5, seed: 
     return {**_carve_val(rest, val_fraction), "test": chunks[fold].tolist()}
 
 
+def _id_order(image_ids: Sequence[str]) -> list[int]:
+    """Indices sorted by image id."""
+    return sorted(range(len(image_ids)), key=lambda i: image_ids[i])
+
+
 def _seeded_order(image_ids: Sequence[str], seed: int) -> list[int]:
     """Indices in an order that depends only on the sorted ids and the seed."""
-    order = sorted(range(len(image_ids)), key=lambda i: image_ids[i])
+    order = _id_order(image_ids)
     return [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
 
 
@@ -76,7 +81,7 @@ def select_indices(image_ids: Sequence[str], spec: str) -> list[int]:
     Raises:
         ValueError: a bad spec, or one that names no image.
     """
-    order = sorted(range(len(image_ids)), key=lambda i: image_ids[i])
+    order = _id_order(image_ids)
     if spec.strip().lower() == "all":
         return order
     items = parse_id_spec(spec)
