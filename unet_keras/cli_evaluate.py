@@ -92,7 +92,8 @@ def _evaluation_data(args, config: UNetConfig):
     all of another dataset than the model's), noting those the model trained or was tuned on;
     else the model's test part (``--fold``: another fold of its split).
     """
-    from unet_keras.data.loading import FoldData, load_fold, load_images
+    from unet_keras.data.loading import (FoldData, load_all, load_fold, select_examples,
+                                         split_examples)
 
     if args.image_dir:
         from unet_keras.data.folders import load_folder
@@ -114,10 +115,11 @@ def _evaluation_data(args, config: UNetConfig):
         return data, config.test_part, {
             **where, "fold": config.fold, "test_ids": config.test_ids,
             "out_name": "evaluate-test-ids" if config.test_ids else f"evaluate-fold{config.fold}"}
-    data = load_images(config, images, args.data_dir, args.synthetic)
+    loaded = load_all(config, args.data_dir, args.synthetic)
+    data = select_examples(images, *loaded)
     seen: set[str] = set()  # images the model trained or was tuned on
     if config.dataset == trained_on:
-        split = load_fold(config, args.data_dir, synthetic=args.synthetic)
+        split = split_examples(config, *loaded)
         seen = {e["image_id"] for e in split.train + split.val} & {
             e["image_id"] for e in data.test}
     if seen:

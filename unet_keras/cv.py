@@ -204,8 +204,7 @@ def run_cv(config: UNetConfig, out: str | Path, folds: Sequence[int],
     Raises:
         CVError, DeviceError, RunDirError, DataError, ...: before training where it can be known.
     """
-    from unet_keras.data.loading import FoldData, load_all
-    from unet_keras.data.splits import fold_indices
+    from unet_keras.data.loading import load_all, split_examples
     from unet_keras.train import check_devices, partial_dir, train
 
     out = Path(out)
@@ -221,15 +220,12 @@ def run_cv(config: UNetConfig, out: str | Path, folds: Sequence[int],
         progress(f"fold {k}: complete in {fold_dir(out, k)}; skipped")
     if todo:
         examples, source, synthetic = load_all(config, data_dir, synthetic)
-        ids = [e["image_id"] for e in examples]
         data_args = {"data_dir": str(Path(data_dir).resolve()) if data_dir else None,
                      "synthetic": synthetic}
         out.mkdir(parents=True, exist_ok=True)
     for k in todo:
         fold_config = dataclasses.replace(config, fold=k)
-        parts = fold_indices(ids, k, config.num_folds, config.split_seed, config.val_fraction)
-        data = FoldData(*([examples[i] for i in parts[name]] for name in ("train", "val", "test")),
-                        source=source, synthetic=synthetic)
+        data = split_examples(fold_config, examples, source, synthetic)
         resume = partial_dir(fold_dir(out, k)).exists()
         progress(f"fold {k}: {'resuming' if resume else 'training'} on {source}; train "
                  f"{len(data.train)}, val {len(data.val)}, test {len(data.test)}")

@@ -48,14 +48,19 @@ def load_all(config: UNetConfig, data_dir: str | Path | None = None,
 def load_fold(config: UNetConfig, data_dir: str | Path | None = None,
               synthetic: bool = False) -> FoldData:
     """Train/val/test examples for ``config.fold``, or with ``config.test_ids`` as the test part
-    (see ``load_all`` for the data source).
+    (see ``load_all`` for the data source, ``split_examples`` for the parts)."""
+    return split_examples(config, *load_all(config, data_dir, synthetic))
+
+
+def split_examples(config: UNetConfig, examples: list[dict], source: str,
+                   synthetic: bool) -> FoldData:
+    """``config``'s train/val/test parts of examples already loaded by ``load_all``.
 
     Raises:
         DataError: ``config.test_ids`` names no image or every image of the data.
     """
     from unet_keras.data.zheng2018 import DataError
 
-    examples, source, synthetic = load_all(config, data_dir, synthetic)
     ids = [e["image_id"] for e in examples]
     if config.test_ids:
         try:
@@ -69,18 +74,15 @@ def load_fold(config: UNetConfig, data_dir: str | Path | None = None,
     return FoldData(pick["train"], pick["val"], pick["test"], source, synthetic)
 
 
-def load_images(config: UNetConfig, spec: str, data_dir: str | Path | None = None,
-                synthetic: bool = False) -> FoldData:
-    """The images ``spec`` names (``"all"``, ids, LOW-HIGH ranges) of the configured dataset as
-    the test part, with no training or validation part: for scoring a model on data it never
-    saw (see ``load_all`` for the data source).
+def select_examples(spec: str, examples: list[dict], source: str, synthetic: bool) -> FoldData:
+    """The examples ``spec`` names (``"all"``, ids, LOW-HIGH ranges) as the test part, with no
+    training or validation part: for scoring a model on data it never saw.
 
     Raises:
         DataError: ``spec`` is malformed or names no image.
     """
     from unet_keras.data.zheng2018 import DataError
 
-    examples, source, synthetic = load_all(config, data_dir, synthetic)
     try:
         chosen = select_indices([e["image_id"] for e in examples], spec)
     except ValueError as err:
