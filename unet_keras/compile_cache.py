@@ -18,13 +18,15 @@ import os
 from pathlib import Path
 from typing import MutableMapping
 
+from unet_keras.config import cache_home
+
 CACHE_ENV = "UNET_KERAS_XLA_CACHE"
 MAX_BYTES = 512 * 2**20
 OFF = ("off", "0", "false", "no", "")
 
 
 def default_dir() -> Path:
-    return Path.home() / ".cache" / "unet_keras" / "xla"
+    return cache_home() / "xla"
 
 
 def enable(environ: MutableMapping[str, str] = os.environ) -> Path | None:

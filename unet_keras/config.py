@@ -252,3 +252,9 @@ def load_card_config(path: str | Path) -> UNetConfig:
         return UNetConfig.from_dict(card["config"])
     except (TypeError, ConfigError) as err:
         raise ConfigError(f"{path}: {err}") from err
+
+
+def cache_home() -> Path:
+    """Where the commands keep what they build and reuse (compiled XLA programs, prepared TFDS
+    data); read from ``$HOME`` at each call."""
+    return Path.home() / ".cache" / "unet_keras"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from unet_keras.config import cache_home
 from unet_keras.data import zheng2018
 from unet_keras.data.zheng2018 import CLASS_NAMES, DataError
 from unet_keras.dirlock import exclusive_dir
@@ -61,7 +62,7 @@ class WbcZheng2018(tfds.core.GeneratorBasedBuilder):
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "unet_keras" / "tfds"))
+    return Path(os.environ.get(CACHE_ENV, cache_home() / "tfds"))
 
 
 def load_examples(data_dir: str | Path, dataset: str = "dataset1") -> list[dict]:
