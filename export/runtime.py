@@ -25,6 +25,7 @@ from export.tiling import default_overlap, tile_predict
 from unet_keras.config import UNetConfig
 from unet_keras.domain import DomainAdapter
 from unet_keras.image_io import to_uint8_rgb
+from unet_keras.inference import dihedral_mean
 from unet_keras.postprocess import (label_cells, labels_to_png, measure_cells,
                                     probabilities_to_labels)
 from unet_keras.preprocess import crop_to, pad_to_multiple, to_model_input
@@ -87,8 +88,9 @@ class Segmenter:
     """Probabilities, masks and measured cells from an exported ONNX U-Net."""
 
     def __init__(self, session: ort.InferenceSession, metadata: dict, source: str = "<onnx>",
-                 tile: int = DEFAULT_TILE, overlap: int | None = None):
+                 tile: int = DEFAULT_TILE, overlap: int | None = None, tta: bool = False):
         self.session = session
+        self.tta = tta
         self.metadata = metadata
         self.source = source
         self.config = UNetConfig.from_dict(metadata["config"])
@@ -101,7 +103,8 @@ class Segmenter:
 
     @classmethod
     def from_onnx(cls, path: str | Path, providers: Sequence[str] | None = None,
-                  tile: int = DEFAULT_TILE, overlap: int | None = None) -> "Segmenter":
+                  tile: int = DEFAULT_TILE, overlap: int | None = None, tta: bool = False
+                  ) -> "Segmenter":
         """Load and check an ONNX file from ``unet-keras export``.
 
         Args:
@@ -110,6 +113,8 @@ class Segmenter:
                 available, else CPU.
             tile: images whose padded sides exceed this are predicted tile by tile.
             overlap: tile overlap; default the smallest that keeps tiling exact.
+            tta: average the model's outputs over the 8 flips and 90-degree turns of each
+                image or tile (test-time augmentation, 8x the inference time).
         Raises:
             RuntimeModelError: missing, unreadable or foreign ONNX file (says what it has).
         """
@@ -129,7 +134,7 @@ class Segmenter:
                 raise RuntimeModelError(f"{path}: not a loadable ONNX model ({err}); "
                                         f"expected {EXPECTED}") from err
             log.warning("%s: providers %s failed (%s); using CPU", path, providers, err)
-            return cls.from_onnx(path, ["CPUExecutionProvider"], tile, overlap)
+            return cls.from_onnx(path, ["CPUExecutionProvider"], tile, overlap, tta)
         _validate(path, session)
         try:
             metadata = decode_metadata(session.get_modelmeta().custom_metadata_map)
@@ -141,7 +146,7 @@ class Segmenter:
         except (ValueError, TypeError, KeyError) as err:
             raise RuntimeModelError(f"{path}: unusable unet_keras metadata ({err}); "
                                     f"expected {EXPECTED}") from err
-        segmenter = cls(session, metadata, str(path), tile, overlap)
+        segmenter = cls(session, metadata, str(path), tile, overlap, tta)
         channels = session.get_outputs()[0].shape[3]
         if len(segmenter.thresholds) != segmenter.out_channels or \
                 isinstance(channels, int) and channels != segmenter.out_channels:
@@ -159,7 +164,13 @@ class Segmenter:
         return self.config.out_channels
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The raw model: float32 (N, h, w, 3), h and w multiples of 2**depth -> (N, h, w, C)."""
+        """The model: float32 (N, h, w, 3), h and w multiples of 2**depth -> (N, h, w, C);
+        with ``tta``, the mean over the batch's 8 flips and turns (``dihedral_mean``)."""
+        if self.tta:
+            return dihedral_mean(self._run_once, batch)
+        return self._run_once(batch)
+
+    def _run_once(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
     def predict_probabilities(self, image: np.ndarray) -> np.ndarray:

@@ -230,3 +230,18 @@ def test_tta_of_a_symmetric_model_equals_plain_prediction():
     tta = predict_probabilities(MeanBrightness(), images, 16, tta=True)[0]
     assert tta.shape == (30, 44, 1)
     np.testing.assert_allclose(tta, plain, atol=1e-6)
+
+
+def test_dihedral_mean_of_a_coordinate_map_is_its_centre():
+    """A runner that ignores the pixels and returns each pixel's column index: its 8 views,
+    turned back, hold the column, the row and both mirrored, two each; on an n x n image their
+    mean is (n - 1) / 2 everywhere."""
+    from unet_keras.inference import dihedral_mean
+
+    def columns(batch):
+        n, h, w, _ = batch.shape
+        return np.broadcast_to(np.arange(w, dtype=np.float32)[None, None, :, None], (n, h, w, 1))
+
+    batch = np.zeros((2, 6, 6, 3), np.float32)
+    np.testing.assert_allclose(dihedral_mean(columns, batch), np.full((2, 6, 6, 1), 2.5))
+    np.testing.assert_array_equal(columns(batch)[0, 0, :, 0], np.arange(6))  # not constant alone

@@ -91,6 +91,28 @@ def test_probabilities_match_the_keras_path(segmenter, run_dir):
     assert np.abs(got - want).max() <= 1e-4
 
 
+def test_tta_averages_the_eight_views_like_the_keras_path(onnx_path, run_dir):
+    from unet_keras.inference import predict_probabilities
+    from unet_keras.model import load_model
+
+    image = random_image(75, 101, seed=3)
+    want = predict_probabilities(load_model(run_dir / "model.keras"), [image], CONFIG.multiple,
+                                 tta=True)[0]
+    averaged = Segmenter.from_onnx(onnx_path, ["CPUExecutionProvider"], tta=True)
+    got = averaged.predict_probabilities(image)
+    assert got.shape == (75, 101, 2) and got.dtype == np.float32
+    assert np.abs(got - want).max() <= 1e-4
+    plain = Segmenter.from_onnx(onnx_path, ["CPUExecutionProvider"]).predict_probabilities(image)
+    assert np.abs(got - plain).max() > 1e-3  # an untrained model is not symmetric: views differ
+
+
+def test_tta_of_tiles_stays_close_to_tta_of_the_whole_image(onnx_path):
+    whole = Segmenter.from_onnx(onnx_path, tile=1024, tta=True)
+    tiled = Segmenter.from_onnx(onnx_path, tile=96, tta=True)
+    image = random_image(210, 333, seed=7)
+    assert np.abs(tiled.predict_probabilities(image) - whole.predict_probabilities(image)).max() <= 1e-4
+
+
 def test_segment_thresholds_and_encodes_like_the_dataset(segmenter):
     result = segmenter.segment(random_image(64, 80, seed=2), image_name="x.png")
     p = result.probability
@@ -249,6 +271,12 @@ def test_cli_predict_through_onnx_matches_the_keras_path(run_dir, onnx_path, tmp
         np.testing.assert_array_equal(np.asarray(Image.open(keras_out / name)),
                                       np.asarray(Image.open(onnx_out / name)))
     assert (keras_out / "cells.csv").read_text() == (onnx_out / "cells.csv").read_text()
+    for flag, source in (("--model", run_dir), ("--onnx", onnx_path)):
+        done = run_cli("predict", str(images / "rgb.png"), flag, str(source), "--tta", "--out",
+                       str(tmp_path / f"{flag.strip('-')}-tta"))
+        assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "model-tta" / "rgb_mask.png")),
+                                  np.asarray(Image.open(tmp_path / "onnx-tta" / "rgb_mask.png")))
 
 
 def test_cli_evaluate_through_onnx_scores_like_the_keras_path(run_dir, onnx_path, tmp_path):
@@ -264,9 +292,14 @@ def test_cli_evaluate_through_onnx_scores_like_the_keras_path(run_dir, onnx_path
     assert onnx_run["test"]["n_images"] == keras_run["test"]["n_images"] > 0
     assert onnx_run["test"]["whole_cell_dice"] == pytest.approx(keras_run["test"]["whole_cell_dice"],
                                                                 abs=2e-3)
-    refused = run_cli("evaluate", "--onnx", str(onnx_path), "--tta", "--synthetic",
-                      "--out", str(tmp_path / "tta"))
-    assert refused.returncode == 2 and "--tta needs --model" in refused.stderr
+    for flag, source in (("--model", run_dir), ("--onnx", onnx_path)):
+        out = tmp_path / f"{flag.strip('-')}-tta"
+        done = run_cli("evaluate", flag, str(source), "--synthetic", "--tta", "--out", str(out))
+        assert done.returncode == 0, done.stderr[-2000:]
+        scored[flag] = json.loads((out / "metrics.json").read_text())
+        assert scored[flag]["tta"] is True
+    assert scored["--onnx"]["test"]["whole_cell_dice"] == pytest.approx(
+        scored["--model"]["test"]["whole_cell_dice"], abs=2e-3)
 
 
 @pytest.mark.slow

@@ -119,8 +119,6 @@ def cmd_predict(args) -> int:
     from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
     from unet_keras.rescale import parse_scale
 
-    if args.tta and not args.model:
-        raise UsageError("--tta needs --model (the ONNX runtime does not average views)")
     scale = parse_scale(args.scale) if args.scale else None  # None: auto if the model can
     inputs = collect_inputs(args.inputs)
     if not (args.model or args.onnx):
@@ -159,7 +157,7 @@ def _probability_source(args, model: tuple[Path, UNetConfig] | None):
     if args.onnx:
         from export.runtime import Segmenter
 
-        segmenter = Segmenter.from_onnx(args.onnx, tile=args.tile)
+        segmenter = Segmenter.from_onnx(args.onnx, tile=args.tile, tta=args.tta)
         return segmenter.predict_probabilities, segmenter.config
     from unet_keras.model import load_model
 
@@ -173,7 +171,7 @@ def _keras_probability_fn(model, config: UNetConfig, tile: int, tta: bool = Fals
     import numpy as np
 
     from export.tiling import default_overlap, tile_predict
-    from unet_keras.inference import keras_probability_fn
+    from unet_keras.inference import dihedral_mean, keras_probability_fn
 
     multiple, overlap = config.multiple, default_overlap(config.depth)
     if tile <= overlap or tile % multiple:
@@ -182,6 +180,8 @@ def _keras_probability_fn(model, config: UNetConfig, tile: int, tta: bool = Fals
     whole = keras_probability_fn(model, multiple, tta)
 
     def run(batch):
+        if tta:
+            return dihedral_mean(lambda views: model.predict(views, verbose=0), batch)
         return np.asarray(model.predict(batch, verbose=0), np.float32)
 
     def probability(image):

@@ -29,8 +29,6 @@ def cmd_evaluate(args) -> int:
     elif args.mask_dir:
         raise UsageError("--mask-dir goes with --image-dir (the images of those masks)")
     scale = parse_scale(args.scale) if args.scale else 1.0
-    if args.onnx and args.tta:
-        raise UsageError("--tta needs --model (the ONNX runtime does not average views)")
     if not (args.model or args.onnx):
         if not args.out:
             raise UsageError("without --model (the shipped pretrained model) give --out: the "
@@ -42,7 +40,7 @@ def cmd_evaluate(args) -> int:
     if args.onnx:
         from export.runtime import Segmenter
 
-        segmenter = Segmenter.from_onnx(args.onnx)
+        segmenter = Segmenter.from_onnx(args.onnx, tta=args.tta)
         model_path, config = Path(args.onnx), segmenter.config
     else:
         model_path, config = resolve_run(args.model)

@@ -174,8 +174,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--tile", type=int, default=1024,
                    help="images whose padded side exceeds this run tile by tile (default 1024)")
     p.add_argument("--tta", action="store_true",
-                   help="with --model: average the 8 flips and 90-degree turns of images up to "
-                        "one tile (8x the inference time)")
+                   help="average the model's outputs over the 8 flips and 90-degree turns of "
+                        "each image (or tile): 8x the inference time")
     p.add_argument("--scale",
                    help="'auto': where the cells found are more than 1.4x off the size of the "
                         "model's training cells (another magnification), predict again with "

@@ -22,6 +22,15 @@ def dihedral(batch: np.ndarray, k: int, inverse: bool = False) -> np.ndarray:
     return np.rot90(batch, turns, axes=(1, 2))
 
 
+def dihedral_mean(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+    """``run``'s output (N, h, w, C) for an NHWC batch averaged over the batch's 8 flips and
+    90-degree rotations, each view's output turned back first: test-time augmentation for any
+    fully convolutional runner (Keras, onnxruntime, a tile of either)."""
+    return sum(dihedral(np.asarray(run(np.ascontiguousarray(dihedral(batch, k))), np.float32),
+                        k, inverse=True)
+               for k in range(8)) / np.float32(8)
+
+
 def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
                           batch_size: int = 16, tta: bool = False) -> list[np.ndarray]:
     """Probability maps (H, W, C) float32 for each image, batching images of equal size.
@@ -30,6 +39,9 @@ def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
     back, so any image size is accepted. With ``tta`` the probabilities are averaged over the
     8 flips and 90-degree rotations (8x the compute).
     """
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(batch, batch_size=batch_size, verbose=0), np.float32)
+
     by_shape: dict[tuple, list[int]] = defaultdict(list)
     prepared = [to_model_input(image) for image in images]
     for i, x in enumerate(prepared):
@@ -37,14 +49,7 @@ def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
     out: list[np.ndarray | None] = [None] * len(prepared)
     for indices in by_shape.values():
         batch, size = pad_to_multiple(np.stack([prepared[i] for i in indices]), multiple)
-        views = range(8) if tta else range(1)
-        probs = sum(
-            dihedral(np.asarray(model.predict(np.ascontiguousarray(dihedral(batch, k)),
-                                              batch_size=batch_size, verbose=0), np.float32),
-                     k, inverse=True)
-            for k in views
-        ) / len(views)
-        probs = crop_to(probs, size)
+        probs = crop_to(dihedral_mean(run, batch) if tta else run(batch), size)
         for row, i in enumerate(indices):
             out[i] = probs[row]
     return out  # type: ignore[return-value]
