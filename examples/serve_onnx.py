@@ -6,7 +6,7 @@ cytoplasm areas, nucleus:cytoplasm ratio, centroid, bounding box, eccentricity, 
 Unreadable files are skipped and listed. The model file carries its own thresholds and config
 (``unet-keras export --model runs/NAME --out model.onnx`` writes one).
 
-    python examples/serve_onnx.py model.onnx path/to/images --out segmented/
+    python examples/serve_onnx.py model.onnx path/to/images --out segmented/ [--tta]
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from unet_keras.postprocess import write_cells_csv
 from unet_keras.predict import InputError, collect_inputs
 
 
-def serve(model: Path, images: Path, out: Path, method: str = "watershed") -> tuple[int, int]:
-    """Segment every image in ``images`` into ``out``; returns (images written, cells found)."""
-    segmenter = Segmenter.from_onnx(model)
+def serve(model: Path, images: Path, out: Path, method: str = "watershed",
+          tta: bool = False) -> tuple[int, int]:
+    """Segment every image in ``images`` into ``out``; returns (images written, cells found).
+    ``tta``: average the model over each image's 8 flips and 90-degree turns (8x the time)."""
+    segmenter = Segmenter.from_onnx(model, tta=tta)
     print(f"{model}: {segmenter.out_channels} output channel(s), thresholds "
           f"{segmenter.thresholds}, providers {segmenter.providers}")
     out.mkdir(parents=True, exist_ok=True)
@@ -53,9 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--method", choices=["watershed", "components"], default="watershed",
                         help="how touching cells are told apart (default: watershed)")
+    parser.add_argument("--tta", action="store_true",
+                        help="average the 8 flips and 90-degree turns of each image (8x the time)")
     args = parser.parse_args(argv)
     try:
-        written, cells = serve(args.model, args.images, args.out, args.method)
+        written, cells = serve(args.model, args.images, args.out, args.method, args.tta)
     except (RuntimeModelError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -216,3 +216,17 @@ def test_train_under_another_backend(backend, tmp_path):
     assert (out / "model.keras").is_file() and (out / "config.json").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["versions"]["keras_backend"] == backend and metrics["n_train"] == 8
+
+
+def test_serve_onnx_with_tta_keeps_a_pointwise_models_masks(served):
+    """A per-pixel model gives every flip and turn the same answer, so averaging the 8 views
+    must change nothing."""
+    model, images, out = served
+    for extra, where in (((), out), (("--tta",), out.with_name("out-tta"))):
+        done = run_example("serve_onnx.py", model, images, "--out", where, *extra)
+        assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("a_mask.png", "b_mask.png"):
+        plain, averaged = (np.asarray(Image.open(d / name)) for d in (out, out.with_name("out-tta")))
+        assert plain.any()
+        np.testing.assert_array_equal(averaged, plain)
+    assert (out / "cells.csv").read_text() == (out.with_name("out-tta") / "cells.csv").read_text()
