@@ -224,6 +224,8 @@ def test_stain_flag_sets_the_recipe(flags, stain):
 @pytest.mark.parametrize("flags, field, value", [
     ([], "ema", 0.0), (["--ema", "0.99"], "ema", 0.99),
     ([], "elastic", 0.0), (["--elastic", "3"], "elastic", 3.0),
+    ([], "checkpoint_metric", "whole_cell"),
+    (["--checkpoint-metric", "mean"], "checkpoint_metric", "mean"),
 ])
 def test_recipe_flags_set_the_recipe(flags, field, value):
     from unet_keras.cli_parser import build_parser, recipe_config

@@ -33,6 +33,10 @@ def test_config_rejects_bad_values(tmp_path):
         UNetConfig(ema=1.0)
     with pytest.raises(ConfigError, match=r"elastic=-2.0 \(expected a standard deviation >= 0"):
         UNetConfig(elastic=-2.0)
+    with pytest.raises(ConfigError, match="checkpoint_metric='best'"):
+        UNetConfig(checkpoint_metric="best")
+    with pytest.raises(ConfigError, match="checkpoint_metric='mean' with out_channels=1"):
+        UNetConfig(checkpoint_metric="mean", out_channels=1)
     with pytest.raises(ConfigError, match="max_filters=8 .*base_filters 12"):
         UNetConfig(max_filters=8)
     (tmp_path / "config.json").write_text('{"depth": 2, "colour": "red"}')

@@ -297,3 +297,45 @@ def test_weight_average_is_what_validation_scores_and_the_run_keeps(tmp_path, mo
     val_dice = score_probabilities(probs, data.val, (0.5,) * config.out_channels)[1]["whole_cell_dice"]
     logged = float(history_rows(tmp_path / "run.partial" / "history.csv")[0]["val_dice"])
     assert logged == pytest.approx(val_dice, abs=1e-6)
+
+
+@pytest.mark.parametrize("monitor, kept", [("val_dice", 1), ("val_mean_dice", 2)])
+def test_the_monitored_score_picks_the_kept_epoch(tmp_path, monitor, kept):
+    """Epoch 1 has the best whole-cell Dice, epoch 2 the best mean of whole-cell and nucleus."""
+    from unet_keras.checkpoint import EpochCheckpoint
+    from unet_keras.model import build_unet
+    from unet_keras.train import compile_model
+
+    class Batches:
+        def get_state(self):
+            return {}
+
+    config = UNetConfig(depth=2, base_filters=4, image_size=32, out_channels=2)
+    model = build_unet(config)
+    compile_model(model, config, steps_per_epoch=1)
+    model.optimizer.build(model.trainable_variables)
+    saver = EpochCheckpoint(tmp_path, Batches(), monitor=monitor)
+    saver.set_model(model)
+    for epoch, (cell, nucleus) in enumerate([(0.95, 0.80), (0.94, 0.90), (0.93, 0.85)]):
+        saver.on_epoch_begin(epoch)
+        saver.on_epoch_end(epoch, {"loss": 0.5, "val_dice": cell, "val_nucleus_dice": nucleus,
+                                   "val_mean_dice": (cell + nucleus) / 2})
+    assert saver.state["best_epoch"] == kept and (tmp_path / "model.keras").is_file()
+
+
+def test_training_keeps_the_epoch_of_the_best_mean_dice_when_asked(tmp_path):
+    from unet_keras.data.loading import load_fold
+    from unet_keras.train import train
+
+    config = UNetConfig(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=3,
+                        out_channels=2, checkpoint_metric="mean")
+    metrics = train(config, load_fold(config, synthetic=True), tmp_path / "run", verbose=0)
+    rows = history_rows(tmp_path / "run" / "history.csv")
+    for row in rows:
+        assert float(row["val_mean_dice"]) == pytest.approx(
+            (float(row["val_dice"]) + float(row["val_nucleus_dice"])) / 2)
+    best = max(range(3), key=lambda i: float(rows[i]["val_mean_dice"]))
+    assert metrics["best_epoch"] == best + 1 and metrics["checkpoint_metric"] == "mean"
+    assert metrics["best_val_dice_at_0.5"] == pytest.approx(float(rows[best]["val_dice"]))
+    assert metrics["best_val_nucleus_dice_at_0.5"] == pytest.approx(
+        float(rows[best]["val_nucleus_dice"]))

@@ -45,6 +45,7 @@ class AveragedWeights(keras.callbacks.Callback):
 
 class ValidationDice(keras.callbacks.Callback):
     """Adds ``val_dice`` / ``val_iou`` (whole cell, mean over images, threshold 0.5) to the logs,
+    and for two-channel models ``val_nucleus_dice`` and ``val_mean_dice`` (of the two Dice),
     computed on full validation images with the same numpy metrics as evaluation."""
 
     def __init__(self, examples: list[dict], config: UNetConfig):
@@ -62,3 +63,4 @@ class ValidationDice(keras.callbacks.Callback):
             logs["val_iou"] = summary["whole_cell_iou"]
             if self.config.out_channels == 2:
                 logs["val_nucleus_dice"] = summary["nucleus_dice"]
+                logs["val_mean_dice"] = (logs["val_dice"] + logs["val_nucleus_dice"]) / 2

@@ -127,7 +127,8 @@ def restore(model: keras.Model, checkpoint: Checkpoint, run: Path) -> None:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After every epoch with a finite loss: ``model.keras`` when validation Dice improved,
+    """After every epoch with a finite loss: ``model.keras`` when the validation score
+    ``monitor`` (a log entry of ``ValidationDice``) improved,
     then ``checkpoint.npz`` and ``history.csv``. A non-finite loss stops training at once and
     nothing of that epoch is saved (see ``diverged``).
 
@@ -136,8 +137,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, run: Path, batches, plateau=None, state: dict | None = None,
-                 best: list[np.ndarray] | None = None, averaged=None):
+                 best: list[np.ndarray] | None = None, averaged=None, monitor: str = "val_dice"):
         super().__init__()
+        self.monitor = monitor  # the log entry whose highest value picks the kept epoch
         self.averaged = averaged  # callbacks.AveragedWeights, when the epoch's model is an average
         self.run = Path(run)
         self.batches = batches
@@ -178,7 +180,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state = self.state
         state["train_seconds"] += time.perf_counter() - self._started
         state["history"].append({"epoch": epoch, **logs})
-        score = logs.get("val_dice")
+        score = logs.get(self.monitor)
         if score is not None and (state["best_score"] is None or score > state["best_score"]):
             state["best_score"], state["best_epoch"] = score, epoch + 1
             self.best = host_copies(self.model.variables)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from unet_keras.config import COLOUR_MODES, EDGE_CELLS, INITS, LR_SCHEDULES, UNetConfig
+from unet_keras.config import (CHECKPOINT_METRICS, COLOUR_MODES, EDGE_CELLS, INITS, LR_SCHEDULES,
+                               UNetConfig)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130  # the meaning of each: unet_keras.cli's docstring
@@ -24,7 +25,7 @@ RECIPE_FLAGS = {
     "out_channels": "out_channels", "seed": "seed", "scale_range": "scale_range",
     "init": "init", "class_balance": "class_balance", "ema": "ema", "elastic": "elastic",
     "colour_strength": "colour_strength", "colour_transfer": "colour_transfer",
-    "test_ids": "test_ids",
+    "test_ids": "test_ids", "checkpoint_metric": "checkpoint_metric",
 }
 
 
@@ -57,6 +58,10 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help=f"default {DEFAULTS.lr_schedule}")
+    p.add_argument("--checkpoint-metric", choices=CHECKPOINT_METRICS,
+                   help="the validation score that picks the kept epoch: whole-cell Dice, or "
+                        "the mean of whole-cell and nucleus Dice (two outputs); default "
+                        f"{DEFAULTS.checkpoint_metric}")
     p.add_argument("--ema", type=float, metavar="M",
                    help="validate and keep an exponential moving average of the weights with "
                         f"momentum M (0.99: over ~100 steps; 0: off); default {DEFAULTS.ema}")

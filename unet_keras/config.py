@@ -13,6 +13,9 @@ CONFIG_FILENAME = "config.json"
 MIN_CELL_AREA = 30
 INITS = ("he_normal", "pytorch")  # initial kernels; see unet_keras.model.kernel_initializer
 LR_SCHEDULES = ("plateau", "cosine")
+# The validation score that picks the kept epoch: whole-cell Dice, or the mean of whole-cell and
+# nucleus Dice (two-channel models).
+CHECKPOINT_METRICS = ("whole_cell", "mean")
 # Colour jitter's ranges scale with ``colour_strength``; saturation's half-width is 0.2 x it, so
 # at 5 a draw could reach zero (grey) and past it.
 MAX_COLOUR_STRENGTH = 4.0
@@ -79,6 +82,7 @@ class UNetConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     lr_schedule: str = "plateau"  # "plateau" or "cosine"
+    checkpoint_metric: str = "whole_cell"  # CHECKPOINT_METRICS; the plateau follows whole-cell
     # Momentum of an exponential moving average of the weights, updated every step; validation,
     # the kept epoch and the saved model use the average (0: off, the raw weights).
     ema: float = 0.0
@@ -133,6 +137,12 @@ class UNetConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule={self.lr_schedule!r} (expected one of "
                             f"{', '.join(LR_SCHEDULES)})")
+        if self.checkpoint_metric not in CHECKPOINT_METRICS:
+            problems.append(f"checkpoint_metric={self.checkpoint_metric!r} (expected one of "
+                            f"{', '.join(CHECKPOINT_METRICS)})")
+        elif self.checkpoint_metric == "mean" and self.out_channels != 2:
+            problems.append(f"checkpoint_metric='mean' with out_channels={self.out_channels} "
+                            "(expected 2: a nucleus channel to average with)")
         if self.test_ids:
             from unet_keras.data.splits import parse_id_spec
 

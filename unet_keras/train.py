@@ -230,7 +230,9 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
         "epochs_run": epochs_run,
         "resumed_after_epochs": state["resumed_after"],
         "best_epoch": state["best_epoch"],
-        "best_val_dice_at_0.5": state["best_score"],
+        "best_val_dice_at_0.5": _best_epoch_log(state, "val_dice"),
+        "best_val_nucleus_dice_at_0.5": _best_epoch_log(state, "val_nucleus_dice"),
+        "checkpoint_metric": config.checkpoint_metric,
         "thresholds": list(config.thresholds),
         "min_cell_area": config.min_cell_area,
         "edge_cells": config.edge_cells,
@@ -244,6 +246,12 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
     }
     write_json(metrics, run / "metrics.json")
     return metrics
+
+
+def _best_epoch_log(state: dict, name: str) -> float | None:
+    """The kept epoch's value of log entry ``name`` (None where it was not logged)."""
+    kept = [row for row in state["history"] if row["epoch"] + 1 == state["best_epoch"]]
+    return kept[-1].get(name) if kept else None
 
 
 def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, devices: int):
@@ -267,7 +275,8 @@ def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, d
         plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_dice", mode="max", factor=0.5,
                                                     patience=5, min_lr=1e-5)
     averaged = AveragedWeights() if config.ema else None
-    saver = EpochCheckpoint(run, batches, plateau, state, best, averaged)
+    monitor = "val_mean_dice" if config.checkpoint_metric == "mean" else "val_dice"
+    saver = EpochCheckpoint(run, batches, plateau, state, best, averaged, monitor)
     callbacks = [*([averaged] if averaged else []), ValidationDice(data.val, config),
                  *([plateau] if plateau else []), saver]
     log.info("training on %s", data.source)
