@@ -126,6 +126,17 @@ def test_large_images_are_tiled_exactly_and_tiny_ones_padded(tiny_run):
         cli._keras_probability_fn(model, CONFIG, tile=64)  # not above the overlap of 68
 
 
+def test_tiles_average_the_eight_views_like_the_whole_image(tiny_run):
+    _, model = tiny_run
+    tiled = cli._keras_probability_fn(model, CONFIG, tile=128, tta=True)
+    whole = cli._keras_probability_fn(model, CONFIG, tile=4096, tta=True)
+    plain = cli._keras_probability_fn(model, CONFIG, tile=128)
+    image = rgb(300, 260)
+    averaged = tiled(image)
+    np.testing.assert_allclose(averaged, whole(image), atol=1e-4)
+    assert np.abs(averaged - plain(image)).max() > 1e-3  # the views were averaged, tiles too
+
+
 def _onnx_model(path, input_name: str, input_shape: list, output_name: str) -> None:
     import onnx
     from onnx import TensorProto, helper
