@@ -168,21 +168,14 @@ def _probability_source(args, model: tuple[Path, UNetConfig] | None):
 def _keras_probability_fn(model, config: UNetConfig, tile: int, tta: bool = False):
     """Whole-image Keras inference, or, for images larger than ``tile``, the exact tiled
     inference the ONNX runtime uses (``export.tiling``), so memory stays bounded."""
-    import numpy as np
-
     from export.tiling import default_overlap, tile_predict
-    from unet_keras.inference import dihedral_mean, keras_probability_fn
+    from unet_keras.inference import keras_batch_fn, keras_probability_fn
 
     multiple, overlap = config.multiple, default_overlap(config.depth)
     if tile <= overlap or tile % multiple:
         raise UsageError(f"--tile {tile}: expected a multiple of {multiple} (2**depth) above the "
                          f"tile overlap {overlap} of a depth-{config.depth} model")
-    whole = keras_probability_fn(model, multiple, tta)
-
-    def run(batch):
-        if tta:
-            return dihedral_mean(lambda views: model.predict(views, verbose=0), batch)
-        return np.asarray(model.predict(batch, verbose=0), np.float32)
+    whole, run = keras_probability_fn(model, multiple, tta), keras_batch_fn(model, tta)
 
     def probability(image):
         if max(-(-side // multiple) * multiple for side in image.shape[:2]) <= tile:

@@ -31,6 +31,16 @@ def dihedral_mean(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) ->
                for k in range(8)) / np.float32(8)
 
 
+def keras_batch_fn(model, tta: bool = False, batch_size: int = 16
+                   ) -> Callable[[np.ndarray], np.ndarray]:
+    """A Keras model as a batch function: float32 NHWC in, float32 (N, h, w, C) out; with
+    ``tta``, averaged over the 8 views (``dihedral_mean``)."""
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(batch, batch_size=batch_size, verbose=0), np.float32)
+
+    return (lambda batch: dihedral_mean(run, batch)) if tta else run
+
+
 def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
                           batch_size: int = 16, tta: bool = False) -> list[np.ndarray]:
     """Probability maps (H, W, C) float32 for each image, batching images of equal size.
@@ -39,9 +49,7 @@ def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
     back, so any image size is accepted. With ``tta`` the probabilities are averaged over the
     8 flips and 90-degree rotations (8x the compute).
     """
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(batch, batch_size=batch_size, verbose=0), np.float32)
-
+    run = keras_batch_fn(model, tta, batch_size)
     by_shape: dict[tuple, list[int]] = defaultdict(list)
     prepared = [to_model_input(image) for image in images]
     for i, x in enumerate(prepared):
@@ -49,7 +57,7 @@ def predict_probabilities(model, images: Sequence[np.ndarray], multiple: int,
     out: list[np.ndarray | None] = [None] * len(prepared)
     for indices in by_shape.values():
         batch, size = pad_to_multiple(np.stack([prepared[i] for i in indices]), multiple)
-        probs = crop_to(dihedral_mean(run, batch) if tta else run(batch), size)
+        probs = crop_to(run(batch), size)
         for row, i in enumerate(indices):
             out[i] = probs[row]
     return out  # type: ignore[return-value]
