@@ -226,6 +226,8 @@ def test_stain_flag_sets_the_recipe(flags, stain):
     ([], "elastic", 0.0), (["--elastic", "3"], "elastic", 3.0),
     ([], "checkpoint_metric", "whole_cell"),
     (["--checkpoint-metric", "mean"], "checkpoint_metric", "mean"),
+    ([], "batch_norm_stats", "recomputed"),
+    (["--batch-norm-stats", "moving"], "batch_norm_stats", "moving"),
 ])
 def test_recipe_flags_set_the_recipe(flags, field, value):
     from unet_keras.cli_parser import build_parser, recipe_config

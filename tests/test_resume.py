@@ -271,7 +271,9 @@ def test_weight_average_is_what_validation_scores_and_the_run_keeps(tmp_path, mo
     def stop(*args):
         raise KeyboardInterrupt
 
-    config = UNetConfig(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=1, ema=0.5)
+    # Moving batch-norm statistics: the kept model is then exactly the one validation scored.
+    config = UNetConfig(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=1, ema=0.5,
+                        batch_norm_stats="moving")
     data = load_fold(config, synthetic=True)
     # Stopped when it comes to scoring, so that the run keeps its checkpoint (in run.partial).
     monkeypatch.setattr(unet_keras.train, "tune_postprocessing", stop)

@@ -107,7 +107,7 @@ def cmd_tune(args) -> int:
 
     model_path, config = resolve_model(args.model)
     data = load_fold(config, args.data_dir, synthetic=args.synthetic)
-    metrics = retune(model_path.parent, data)
+    metrics = retune(model_path.parent, data, recompute_stats=args.recompute_batch_norm)
     print(f"tuned on {len(data.val)} validation images: thresholds {metrics['thresholds']}, "
           f"min_cell_area {metrics['min_cell_area']} px, edge cells {metrics['edge_cells']}")
     print(format_scores(f"test {config.test_part}", metrics["test"], data.source))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from unet_keras.config import (CHECKPOINT_METRICS, COLOUR_MODES, EDGE_CELLS, INITS, LR_SCHEDULES,
-                               UNetConfig)
+from unet_keras.config import (BATCH_NORM_STATS, CHECKPOINT_METRICS, COLOUR_MODES, EDGE_CELLS,
+                               INITS, LR_SCHEDULES, UNetConfig)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130  # the meaning of each: unet_keras.cli's docstring
@@ -26,6 +26,7 @@ RECIPE_FLAGS = {
     "init": "init", "class_balance": "class_balance", "ema": "ema", "elastic": "elastic",
     "colour_strength": "colour_strength", "colour_transfer": "colour_transfer",
     "test_ids": "test_ids", "checkpoint_metric": "checkpoint_metric",
+    "batch_norm_stats": "batch_norm_stats",
 }
 
 
@@ -62,6 +63,11 @@ def _add_training_options(p, fold: bool = True) -> None:
                    help="the validation score that picks the kept epoch: whole-cell Dice, or "
                         "the mean of whole-cell and nucleus Dice (two outputs); default "
                         f"{DEFAULTS.checkpoint_metric}")
+    p.add_argument("--batch-norm-stats", choices=BATCH_NORM_STATS,
+                   help="recomputed: after training, measure each batch-norm layer's statistics "
+                        "again on augmented training crops with dropout off (as the model "
+                        "predicts); moving: keep the moving averages of training; default "
+                        f"{DEFAULTS.batch_norm_stats}")
     p.add_argument("--ema", type=float, metavar="M",
                    help="validate and keep an exponential moving average of the weights with "
                         f"momentum M (0.99: over ~100 steps; 0: off); default {DEFAULTS.ema}")
@@ -161,6 +167,10 @@ def _add_tune(sub) -> None:
     p.add_argument("--model", required=True, help="a run directory written by `unet-keras train`")
     p.add_argument("--data-dir")
     p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--recompute-batch-norm", action="store_true",
+                   help="first measure the batch-norm statistics again as training now ends "
+                        "(train --batch-norm-stats recomputed), for a run that kept the moving "
+                        "averages; rewrites its model.keras")
 
 
 def _add_predict(sub) -> None:

@@ -16,6 +16,10 @@ LR_SCHEDULES = ("plateau", "cosine")
 # The validation score that picks the kept epoch: whole-cell Dice, or the mean of whole-cell and
 # nucleus Dice (two-channel models).
 CHECKPOINT_METRICS = ("whole_cell", "mean")
+# Where the saved model's batch-norm statistics come from: measured again after training on
+# augmented training crops, in inference mode (unet_keras.model.recompute_batch_norm), or the
+# moving averages training kept. Configs written before the choice existed are "moving".
+BATCH_NORM_STATS = ("recomputed", "moving")
 # Colour jitter's ranges scale with ``colour_strength``; saturation's half-width is 0.2 x it, so
 # at 5 a draw could reach zero (grey) and past it.
 MAX_COLOUR_STRENGTH = 4.0
@@ -83,6 +87,7 @@ class UNetConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "plateau"  # "plateau" or "cosine"
     checkpoint_metric: str = "whole_cell"  # CHECKPOINT_METRICS; the plateau follows whole-cell
+    batch_norm_stats: str = "recomputed"  # BATCH_NORM_STATS
     # Momentum of an exponential moving average of the weights, updated every step; validation,
     # the kept epoch and the saved model use the average (0: off, the raw weights).
     ema: float = 0.0
@@ -143,6 +148,9 @@ class UNetConfig:
         elif self.checkpoint_metric == "mean" and self.out_channels != 2:
             problems.append(f"checkpoint_metric='mean' with out_channels={self.out_channels} "
                             "(expected 2: a nucleus channel to average with)")
+        if self.batch_norm_stats not in BATCH_NORM_STATS:
+            problems.append(f"batch_norm_stats={self.batch_norm_stats!r} (expected one of "
+                            f"{', '.join(BATCH_NORM_STATS)})")
         if self.test_ids:
             from unet_keras.data.splits import parse_id_spec
 
@@ -200,7 +208,7 @@ class UNetConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; accepted keys: {sorted(known)}")
-        return cls(**data)
+        return cls(**{"batch_norm_stats": "moving", **data})
 
     def save(self, path: str | Path) -> None:
         from unet_keras.image_io import atomic_write_text

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import keras
+import numpy as np
 from keras import layers
 
 from unet_keras.config import UNetConfig
@@ -78,6 +80,34 @@ def build_unet(config: UNetConfig) -> keras.Model:
         kernel_initializer=kernel_initializer(config, "glorot_uniform"), name=OUTPUT_NAME,
     )(x)
     return keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
+
+
+def recompute_batch_norm(model: keras.Model, batches: Iterable[np.ndarray]) -> int:
+    """Set every batch-norm layer's moving mean and variance to its inputs' statistics over
+    ``batches`` (float32 NHWC arrays, reused for each layer), computed in inference mode.
+
+    During training the moving statistics average the last ~10 batches (momentum 0.9) as the
+    training graph sees them: with dropout on, which scales the kept activations by
+    1 / (1 - rate) and so inflates the variance that reaches the next layer, a variance
+    inference never sees. Here each layer's statistics are measured with dropout off and the
+    layers before it already updated, layer by layer in graph order, so they are those of the
+    graph that predicts. Returns how many layers were set.
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    batches = list(batches)
+    for layer in norms:
+        features = keras.Model(model.inputs, layer.input)
+        total = squares = 0.0
+        count = 0
+        for x in batches:
+            a = np.asarray(features.predict_on_batch(x), np.float64)
+            total = total + a.sum(axis=(0, 1, 2))
+            squares = squares + np.square(a).sum(axis=(0, 1, 2))
+            count += a.size // a.shape[-1]
+        mean = total / count
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(squares / count - mean**2, 0.0).astype(np.float32))
+    return len(norms)
 
 
 def load_model(path: str | Path, compile: bool = False) -> keras.Model:

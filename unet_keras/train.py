@@ -23,8 +23,8 @@ from pathlib import Path
 import keras
 
 from unet_keras.callbacks import AveragedWeights, ValidationDice
-from unet_keras.checkpoint import (CHECKPOINT_FILENAME, EpochCheckpoint, assign, new_state,
-                                   read_checkpoint, restore)
+from unet_keras.checkpoint import (CHECKPOINT_FILENAME, MODEL_FILENAME, EpochCheckpoint, assign,
+                                   new_state, read_checkpoint, restore, save_model)
 from unet_keras.config import CONFIG_FILENAME, UNetConfig
 from unet_keras.data.loading import FoldData
 from unet_keras.data.pipeline import TrainingBatches
@@ -36,7 +36,7 @@ from unet_keras.evaluate import (edge_convention, score_config, tune_postprocess
 from unet_keras.image_io import atomic_write_text
 from unet_keras.inference import predict_probabilities
 from unet_keras.losses import BCEDiceLoss
-from unet_keras.model import build_unet
+from unet_keras.model import build_unet, load_model, recompute_batch_norm
 from unet_keras.colour import fit_reference
 from unet_keras.rescale import training_cell_diameter
 
@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 
 RUN_FILENAME = "run.json"
 LOCK_FILENAME = ".unet-keras-train.lock"
+# Batch-norm statistics are measured over this many passes of augmented training crops (432
+# crops for Dataset 1's 216 training images), drawn from their own seed so that the training
+# batches, and so the weights, are the same either way.
+BATCH_NORM_PASSES = 2
+BATCH_NORM_SEED = 1_000_003
 
 
 class RunDirError(ValueError):
@@ -218,6 +223,8 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
     # The best epoch's variables, as saved in model.keras: assigned, not loaded back from the
     # file, because deserialising compiles every initializer again (tens of seconds on CPU).
     assign(model.variables, saver.best, "best", run / CHECKPOINT_FILENAME)
+    if config.batch_norm_stats == "recomputed":
+        recompute_statistics(model, config, data, run)
     val_summary, test_summary = tune_and_score(model, config, data, run)
 
     epochs_run = state["epochs_done"]
@@ -233,6 +240,7 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
         "best_val_dice_at_0.5": _best_epoch_log(state, "val_dice"),
         "best_val_nucleus_dice_at_0.5": _best_epoch_log(state, "val_nucleus_dice"),
         "checkpoint_metric": config.checkpoint_metric,
+        "batch_norm_stats": config.batch_norm_stats,
         "thresholds": list(config.thresholds),
         "min_cell_area": config.min_cell_area,
         "edge_cells": config.edge_cells,
@@ -288,24 +296,41 @@ def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, d
     return model, state, saver
 
 
-def retune(run: str | Path, data: FoldData) -> dict:
+def recompute_statistics(model, config: UNetConfig, data: FoldData, run: Path) -> None:
+    """``recompute_batch_norm`` on ``BATCH_NORM_PASSES`` passes of augmented crops of
+    ``data.train`` (as training draws them), then the model into the run's model.keras."""
+    batches = TrainingBatches(data.train, config, seed=config.seed + BATCH_NORM_SEED)
+    crops = []
+    for _ in range(BATCH_NORM_PASSES):
+        crops += [batches[i][0] for i in range(len(batches))]
+        batches.on_epoch_end()
+    if recompute_batch_norm(model, crops):
+        save_model(model, run / MODEL_FILENAME)
+        log.info("batch-norm statistics measured again on %d training crops",
+                 sum(len(c) for c in crops))
+
+
+def retune(run: str | Path, data: FoldData, recompute_stats: bool = False) -> dict:
     """Tune a finished run's postprocessing (thresholds, object filters) on ``data.val``
     again and rescore ``data.test`` with it, as training ends; for runs trained before a
     postprocessing setting existed. Rewrites config.json, metrics.json and test_per_image.csv
-    (each atomically) and returns the new metrics.
+    (each atomically) and returns the new metrics. ``recompute_stats``: first
+    ``recompute_statistics`` (model.keras rewritten), for runs that kept the moving averages.
 
     Raises:
         RunDirError: ``run`` is not a finished run, or ``data`` is not the data it was trained on.
     """
-    from unet_keras.model import load_model
-
     run = Path(run)
     config_path, metrics_path = run / CONFIG_FILENAME, run / "metrics.json"
     if not (run / "model.keras").is_file() or not config_path.is_file() or not metrics_path.is_file():
         raise RunDirError(f"{run}: expected a finished run directory (model.keras, "
                           f"{CONFIG_FILENAME}, metrics.json)")
     _check_same_data(run, _split_ids(data))
-    return retune_model(load_model(run / "model.keras"), UNetConfig.load(config_path), data, run)
+    model, config = load_model(run / MODEL_FILENAME), UNetConfig.load(config_path)
+    if recompute_stats:
+        recompute_statistics(model, config, data, run)
+        config.batch_norm_stats = "recomputed"
+    return retune_model(model, config, data, run)
 
 
 def retune_model(model, config: UNetConfig, data: FoldData, run: Path) -> dict:
@@ -316,7 +341,8 @@ def retune_model(model, config: UNetConfig, data: FoldData, run: Path) -> dict:
     metrics_path = run / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics.update(thresholds=list(config.thresholds), min_cell_area=config.min_cell_area,
-                   edge_cells=config.edge_cells, val=val_summary, test=test_summary, retuned=True)
+                   edge_cells=config.edge_cells, batch_norm_stats=config.batch_norm_stats,
+                   val=val_summary, test=test_summary, retuned=True)
     write_json(metrics, metrics_path)
     return metrics
 
