@@ -65,6 +65,33 @@ def test_auto_scale_brings_large_cells_to_the_training_size():
     assert predictor.factors == [pytest.approx(0.5, abs=0.01)] and prob.shape == (300, 300, 1)
 
 
+class BreaksLargeCells(DarkIsCell):
+    """A stand-in model that, like a real one, meets a cell wider than any it trained on only
+    in pieces: an object over ``limit`` px wide in its input comes out as 12 px squares."""
+
+    limit = 150
+
+    def __call__(self, image):
+        dark = super().__call__(image)[..., 0] > 0.5
+        if dark.sum() > np.pi / 4 * self.limit**2:
+            rows, cols = np.mgrid[:dark.shape[0], :dark.shape[1]]
+            dark &= (rows // 12 % 2 == 0) & (cols // 12 % 2 == 0)
+        return dark[..., None].astype(np.float32)
+
+
+def test_auto_scale_is_not_fooled_by_fragments_of_a_large_cell():
+    image, disk = disk_image(300, 220)  # 2.9x the reference: the first pass sees 12 px pieces
+    fn = BreaksLargeCells()
+    predictor = ScaledPredictor(fn, "auto", reference=75.0)
+    prob = predictor(image)
+    # Enlarging (4x) would break it further; of the shrunken views 0.25x and 0.35x show the
+    # whole disk (55 and 77 px) within the tolerance of 75 px, 0.35x the closer.
+    assert fn.shapes == [(300, 300), (75, 75), (105, 105), (150, 150), (210, 210)]
+    assert predictor.factors == [0.35]
+    found = prob[..., 0] > 0.5
+    assert (found & (disk > 0)).sum() / (found | (disk > 0)).sum() > 0.97
+
+
 def test_auto_scale_leaves_cells_within_the_tolerance_alone():
     fn = DarkIsCell()
     predictor = ScaledPredictor(fn, "auto", reference=75.0)
@@ -88,7 +115,9 @@ def test_enlargement_stops_at_the_pixel_bound(monkeypatch, caplog):
     predictor = ScaledPredictor(fn, "auto", reference=75.0)
     with caplog.at_level("WARNING", logger="unet_keras.rescale"):
         prob = predictor(image)
-    assert fn.shapes == [(100, 100), (200, 200)] and prob.shape == (100, 100, 1)
+    # The shrunken views checked first find the same small cell: the enlargement stands.
+    assert fn.shapes == [(100, 100), (25, 25), (35, 35), (50, 50), (70, 70), (200, 200)]
+    assert prob.shape == (100, 100, 1)
     assert predictor.factors == [2.0] and "enlarged 2.00x instead" in caplog.text
     fixed = ScaledPredictor(fn, 4.0)
     fixed(image)

@@ -9,7 +9,10 @@ resamples each image before the model and the probabilities back to the image's 
   diameter is more than ``AUTO_TOLERANCE`` times off the training cells' (``cell_diameter`` in
   the model's config, measured on its training masks), the image is resampled so that the two
   match and predicted again. Otherwise the first pass stands, so images at the training
-  magnification cost one pass and come out unchanged.
+  magnification cost one pass and come out unchanged. A first pass that calls for enlarging
+  is checked first: cells far larger than any the model trained on come out in fragments, which
+  look like small cells; shrunken views (``SHRINK_CHECKS``) that show larger cells at the
+  training size win over the enlargement.
 
 Resampling is bilinear and anti-aliased when shrinking, as in the robustness benchmark's zoom.
 Works on any one-image probability function: the Keras model's or the ONNX runtime's.
@@ -41,6 +44,9 @@ SCALE_LIMITS = (0.25, 4.0)
 MAX_SCALED_PIXELS = 8000 * 8000
 # Objects narrower than this fraction of the widest are fragments or debris, not cells to size.
 _MIN_WIDTH_FRACTION = 0.5
+# Shrunken views tried when a first pass calls for enlarging (a factor sqrt(2) apart, so one
+# of them brings cells 1.4-5.7x the training size to within AUTO_TOLERANCE of it).
+SHRINK_CHECKS = (0.25, 0.35, 0.5, 0.7)
 
 
 class ScaleError(ValueError):
@@ -126,21 +132,19 @@ def predict_at_scale(fn: ProbabilityFn, image: np.ndarray, factor: float) -> np.
     return np.clip(resample(prob, rgb.shape[:2]), 0.0, 1.0)
 
 
-def estimate_factor(prob: np.ndarray, threshold: float, reference: float) -> float | None:
-    """The factor that brings the cells of a probability map to ``reference`` px, or None when
-    it finds none.
+def cell_size(prob: np.ndarray, threshold: float) -> float | None:
+    """The cells' size (px) in a probability map, or None when it finds none.
 
     Measured: the median equivalent diameter of the objects at least half as wide as the
     widest, so that fragments and debris (which would call for a large zoom) do not count.
     Objects clear of the edge are measured; cut ones only without them (their size then
-    understates the cell, so the factor errs towards less change).
+    understates the cell, so a factor made from it errs towards less change).
     """
     clear, cut = equivalent_diameters(prob[..., 0] > threshold)
     sizes = np.asarray(clear or cut)
     if not sizes.size:
         return None
-    cells = sizes[sizes >= _MIN_WIDTH_FRACTION * sizes.max()]
-    return float(np.clip(reference / np.median(cells), *SCALE_LIMITS))
+    return float(np.median(sizes[sizes >= _MIN_WIDTH_FRACTION * sizes.max()]))
 
 
 class ScaledPredictor:
@@ -177,12 +181,41 @@ class ScaledPredictor:
             self.factors.append(factor)
             return predict_at_scale(self.fn, image, factor)
         prob = self.fn(image)
-        factor = estimate_factor(prob, self.threshold, self.reference)
-        if factor is not None:
-            factor = bounded_factor(prob.shape, factor)
+        size = cell_size(prob, self.threshold)
+        factor = None if size is None else bounded_factor(
+            prob.shape, float(np.clip(self.reference / size, *SCALE_LIMITS)))
         if factor is None or 1 / self.tolerance <= factor <= self.tolerance:
             self.factors.append(1.0)
             return prob
+        if factor > 1.0:
+            larger = self._larger_cells(image, size)
+            if larger is not None:
+                self.factors.append(larger[0])
+                return larger[1]
         log.info("cells %.2fx the training size: predicting again at %.2fx", 1 / factor, factor)
         self.factors.append(factor)
         return predict_at_scale(self.fn, image, factor)
+
+    def _larger_cells(self, image: np.ndarray, size: float) -> tuple[float, np.ndarray] | None:
+        """(factor, probabilities) of the ``SHRINK_CHECKS`` view that shows cells more than
+        ``tolerance`` times larger than the first pass's ``size`` px at the training size
+        (within ``tolerance``; the closest to it when several do), or None when none does.
+
+        A model meets cells far larger than its training crops only in pieces: a first pass
+        over them measures fragments and calls for enlarging, which makes them larger still.
+        Fragments cannot add up to a larger cell, so a larger cell at the training size in a
+        shrunken view is the image's cell. Small cells stay small when shrunk: nothing here.
+        """
+        best = None
+        for factor in SHRINK_CHECKS:
+            prob = predict_at_scale(self.fn, image, factor)
+            found = cell_size(prob, self.threshold)
+            if found is None or found <= self.tolerance * size:
+                continue
+            miss = abs(np.log(self.reference / (found * factor)))
+            if miss <= np.log(self.tolerance) and (best is None or miss < best[0]):
+                best = (miss, factor, prob)
+        if best is None:
+            return None
+        log.info("first pass found fragments: cells at the training size at %.2fx", best[1])
+        return best[1], best[2]
