@@ -49,6 +49,8 @@ def test_evaluate_writes_metrics_and_per_image_csv(trained_run, tmp_path):
     assert metrics["test"]["n_images"] == len(rows) == 40
     assert np.mean([float(r["whole_cell_dice"]) for r in rows]) == pytest.approx(
         metrics["test"]["whole_cell_dice"], abs=1e-9)
+    # Its own test part: the plain model, as training scored it.
+    assert (metrics["scale"], metrics["colour"]) == (1.0, "off")
 
 
 def test_evaluate_scores_all_of_another_dataset_as_predict_would(trained_run, tmp_path):
@@ -64,7 +66,8 @@ def test_evaluate_scores_all_of_another_dataset_as_predict_would(trained_run, tm
     assert metrics["scale"] == 2.0 and metrics["n_rescaled"] == 3 and "fold" not in metrics
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert [r["image_id"] for r in rows] == ["001", "002", "003"]
-    assert {r["scale_factor"] for r in rows} == {"2.0"} and "colour_mapped" not in rows[0]
+    assert {r["scale_factor"] for r in rows} == {"2.0"}
+    assert metrics["colour"] == "auto" and "colour_mapped" in rows[0]  # predict's default
 
 
 def test_evaluate_on_chosen_images_says_which_the_model_trained_on(trained_run, tmp_path):
@@ -93,6 +96,9 @@ def test_evaluate_scores_a_folder_of_images_and_masks(trained_run, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["image_dir"] == metrics["mask_dir"] == str(folder)
     assert metrics["test"]["n_images"] == 2 and "dataset" not in metrics
+    # Images from elsewhere: through predict's defaults unless told otherwise.
+    assert (metrics["scale"], metrics["colour"]) == ("auto", "auto")
+    assert "scored through predict's defaults" in done.stdout
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert [r["image_id"] for r in rows] == ["cell_1", "cell_2"]
     # The same pairs read as Dataset 1 score exactly alike.

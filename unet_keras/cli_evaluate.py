@@ -28,7 +28,7 @@ def cmd_evaluate(args) -> int:
             raise UsageError(f"--image-dir scores the pairs in that folder; drop {' '.join(given)}")
     elif args.mask_dir:
         raise UsageError("--mask-dir goes with --image-dir (the images of those masks)")
-    scale = parse_scale(args.scale) if args.scale else 1.0
+    scale = parse_scale(args.scale) if args.scale else None
     if not (args.model or args.onnx):
         if not args.out:
             raise UsageError("without --model (the shipped pretrained model) give --out: the "
@@ -45,6 +45,15 @@ def cmd_evaluate(args) -> int:
     else:
         model_path, config = resolve_run(args.model)
     data, part, where = _evaluation_data(args, config)
+    # The model's own test part is scored as the plain model, as training scored it; images
+    # from elsewhere as predict would segment them (None: predict's defaults).
+    own_test_part = not (args.image_dir or where.get("images"))
+    if own_test_part:
+        scale = 1.0 if scale is None else scale
+    elif scale is None or args.colour is None:
+        print("images from elsewhere: scored through predict's defaults where not given "
+              "(--scale 1 --colour off: the plain model)")
+    colour = args.colour or ("off" if own_test_part else None)
     if args.onnx:
         model, runtime = None, f"onnxruntime {', '.join(segmenter.session.get_providers())}"
         probability_fn = segmenter.predict_probabilities
@@ -53,7 +62,7 @@ def cmd_evaluate(args) -> int:
 
         model, runtime = load_model(model_path), f"keras {keras.backend.backend()}"
         probability_fn = keras_probability_fn(model, config.multiple, tta=args.tta)
-    adapter = DomainAdapter(probability_fn, config, scale, args.colour)
+    adapter = DomainAdapter(probability_fn, config, scale, colour)
     examples = data.test
     if adapter.scaler or adapter.mapper or model is None:
         probs = [adapter(e["image"]) for e in examples]

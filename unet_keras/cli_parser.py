@@ -154,11 +154,14 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out", help="directory for metrics.json and per_image.csv (default: beside the model)")
     p.add_argument("--tta", action="store_true",
                    help="average the 8 flips and 90-degree turns (8x the inference time)")
-    p.add_argument("--colour", choices=COLOUR_MODES, default="off",
-                   help="as predict --colour (default here: off, the plain model)")
-    p.add_argument("--scale", help="as predict --scale: 'auto' or a factor (default here: 1, the "
-                                   "plain model); --scale auto --colour auto scores what "
-                                   "predict does by default")
+    p.add_argument("--colour", choices=COLOUR_MODES,
+                   help="as predict --colour (default: off, the plain model, on the model's own "
+                        "test part; predict's default on images from elsewhere: --image-dir, "
+                        "--images, another dataset)")
+    p.add_argument("--scale", help="as predict --scale: 'auto' or a factor (default: 1 on the "
+                                   "model's own test part; predict's default, auto, on images "
+                                   "from elsewhere); --scale 1 --colour off scores the plain "
+                                   "model, --scale auto --colour auto what predict does")
 
 
 def _add_tune(sub) -> None:
