@@ -55,7 +55,8 @@ def model_card(run: Path, parity: dict, cv: dict | None) -> dict:
         "output": "probability: float32 NHWC, channels whole cell then nucleus",
         "training": {key: metrics.get(key) for key in
                      ("data_source", "fold", "n_train", "n_val", "n_test", "epochs_run",
-                      "best_epoch", "train_seconds", "train_images_per_second", "machine", "versions")},
+                      "best_epoch", "batch_norm_stats", "train_seconds", "train_images_per_second",
+                      "machine", "versions")},
         "test_fold": {key: test.get(key) for key in FIGURES if key in test},
         "cross_validation": cv,
         "onnx_parity": parity,
