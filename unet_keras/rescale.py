@@ -203,7 +203,7 @@ class ScaledPredictor:
 
         A model meets cells far larger than its training crops only in pieces: a first pass
         over them measures fragments and calls for enlarging, which makes them larger still.
-        Fragments cannot add up to a larger cell, so a larger cell at the training size in a
+        Fragments do not add up to a larger cell, so a larger cell at the training size in a
         shrunken view is the image's cell. Small cells stay small when shrunk: nothing here.
         """
         best = None
