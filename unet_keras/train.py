@@ -322,7 +322,7 @@ def retune(run: str | Path, data: FoldData, recompute_stats: bool = False) -> di
     """
     run = Path(run)
     config_path, metrics_path = run / CONFIG_FILENAME, run / "metrics.json"
-    if not (run / "model.keras").is_file() or not config_path.is_file() or not metrics_path.is_file():
+    if not (run / MODEL_FILENAME).is_file() or not config_path.is_file() or not metrics_path.is_file():
         raise RunDirError(f"{run}: expected a finished run directory (model.keras, "
                           f"{CONFIG_FILENAME}, metrics.json)")
     _check_same_data(run, _split_ids(data))
