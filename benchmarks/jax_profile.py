@@ -93,7 +93,8 @@ def profile_training(model, config, size: int, batch: int, runs: int = 3,
     from unet_keras.losses import BCEDiceLoss
 
     loss_fn = BCEDiceLoss(smooth=config.dice_smooth, bce_weight=config.bce_weight,
-                          dice_weight=config.dice_weight)
+                          dice_weight=config.dice_weight,
+                          channel_weights=config.loss_channel_weights())
     tv = [v.value for v in model.trainable_variables]
     ntv = [v.value for v in model.non_trainable_variables]
     x, y = training_arrays(1, batch, size)

@@ -150,14 +150,19 @@ def max_abs_difference(model: TorchUNet, keras_probabilities: np.ndarray, x: np.
 
 
 def bce_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0,
-                  bce_weight: float = 1.0, dice_weight: float = 1.0) -> torch.Tensor:
+                  bce_weight: float = 1.0, dice_weight: float = 1.0,
+                  channel_weights: Sequence[float] | None = None) -> torch.Tensor:
     """``unet_keras.losses.bce_dice`` for NCHW tensors, averaged over the batch."""
     p = probs.clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
     bce = -(target * torch.log(p) + (1.0 - target) * torch.log(1.0 - p)).mean(dim=(2, 3))
     intersection = (target * probs).sum(dim=(2, 3))
     total = target.sum(dim=(2, 3)) + probs.sum(dim=(2, 3))
     dice = (2.0 * intersection + smooth) / (total + smooth)
-    return (bce_weight * bce + dice_weight * (1.0 - dice)).mean()
+    per_channel = bce_weight * bce + dice_weight * (1.0 - dice)
+    if channel_weights is None:
+        return per_channel.mean()
+    weights = torch.tensor(channel_weights, dtype=per_channel.dtype, device=per_channel.device)
+    return ((per_channel * weights).sum(dim=1) / weights.sum()).mean()
 
 
 class TorchTrainer:
@@ -175,7 +180,7 @@ class TorchTrainer:
         x = x.contiguous(memory_format=self.memory_format)
         self.optimizer.zero_grad(set_to_none=True)
         loss = bce_dice_loss(self.model(x), y, self.config.dice_smooth, self.config.bce_weight,
-                             self.config.dice_weight)
+                             self.config.dice_weight, self.config.loss_channel_weights())
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())

@@ -98,6 +98,14 @@ def test_torch_loss_matches_keras_loss():
     got = float(bce_dice_loss(torch.from_numpy(p).permute(0, 3, 1, 2),
                               torch.from_numpy(y).permute(0, 3, 1, 2)))
     assert got == pytest.approx(want, rel=1e-5)
+    # Two channels, the nucleus weighted twice (``--nucleus-weight 2``).
+    y = (rng.random((2, 8, 8, 2)) > 0.5).astype(np.float32)
+    p = rng.uniform(0.01, 0.99, (2, 8, 8, 2)).astype(np.float32)
+    want = float(BCEDiceLoss(channel_weights=[1.0, 2.0])(y, p))
+    got = float(bce_dice_loss(torch.from_numpy(p).permute(0, 3, 1, 2),
+                              torch.from_numpy(y).permute(0, 3, 1, 2), channel_weights=[1.0, 2.0]))
+    assert got == pytest.approx(want, rel=1e-5)
+    assert got != pytest.approx(float(BCEDiceLoss()(y, p)), rel=1e-3)
 
 
 def _training_losses(lr_torch: float, steps: int = 6) -> tuple[list[float], list[float]]:

@@ -234,6 +234,7 @@ def test_stain_flag_sets_the_recipe(flags, stain):
     (["--checkpoint-metric", "mean"], "checkpoint_metric", "mean"),
     ([], "batch_norm_stats", "recomputed"),
     (["--batch-norm-stats", "moving"], "batch_norm_stats", "moving"),
+    ([], "nucleus_weight", 1.0), (["--nucleus-weight", "2"], "nucleus_weight", 2.0),
 ])
 def test_recipe_flags_set_the_recipe(flags, field, value):
     from unet_keras.cli_parser import build_parser, recipe_config

@@ -39,6 +39,8 @@ def test_config_rejects_bad_values(tmp_path):
         UNetConfig(checkpoint_metric="mean", out_channels=1)
     with pytest.raises(ConfigError, match="max_filters=8 .*base_filters 12"):
         UNetConfig(max_filters=8)
+    with pytest.raises(ConfigError, match=r"nucleus_weight=0.0 \(expected > 0"):
+        UNetConfig(nucleus_weight=0.0)
     (tmp_path / "config.json").write_text('{"depth": 2, "colour": "red"}')
     with pytest.raises(ConfigError, match="config.json.*unknown config keys"):
         UNetConfig.load(tmp_path / "config.json")
@@ -154,6 +156,20 @@ def test_bce_dice_two_channels_weighted():
     loss = BCEDiceLoss(channel_weights=[1.0, 3.0])
     assert float(loss(y_true, y_pred)) == pytest.approx((ch0 + 3 * ch1) / 4, rel=1e-5)
     assert float(np.mean(bce_dice(y_true, y_pred))) == pytest.approx((ch0 + ch1) / 2, rel=1e-5)
+
+
+def test_nucleus_weight_weights_the_loss_channels():
+    assert UNetConfig().loss_channel_weights() is None
+    assert UNetConfig(nucleus_weight=2.0).loss_channel_weights() == [1.0, 2.0]
+    # One output: no nucleus channel to weigh.
+    assert UNetConfig(nucleus_weight=2.0, out_channels=1).loss_channel_weights() is None
+    # Training compiles the weights into its loss.
+    from unet_keras.train import compile_model
+
+    config = UNetConfig(**TINY, nucleus_weight=3.0)
+    model = build_unet(config)
+    compile_model(model, config, steps_per_epoch=1)
+    assert model.loss.channel_weights == [1.0, 3.0]
 
 
 def test_loss_config_round_trip():

@@ -26,7 +26,7 @@ RECIPE_FLAGS = {
     "init": "init", "class_balance": "class_balance", "ema": "ema", "elastic": "elastic",
     "colour_strength": "colour_strength", "colour_transfer": "colour_transfer",
     "test_ids": "test_ids", "checkpoint_metric": "checkpoint_metric",
-    "batch_norm_stats": "batch_norm_stats",
+    "batch_norm_stats": "batch_norm_stats", "nucleus_weight": "nucleus_weight",
 }
 
 
@@ -80,6 +80,9 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--dropout", type=float, help=f"default {DEFAULTS.dropout}")
     p.add_argument("--out-channels", type=int, choices=[1, 2],
                    help=f"default {DEFAULTS.out_channels}")
+    p.add_argument("--nucleus-weight", type=float, metavar="W",
+                   help="weight of the nucleus channel's BCE-Dice loss against the whole cell's "
+                        f"1 (two outputs); default {DEFAULTS.nucleus_weight}")
     p.add_argument("--init", choices=INITS,
                    help=f"initial kernels (pytorch: uniform +-1/sqrt(fan_in)); default {DEFAULTS.init}")
     p.add_argument("--class-balance", type=float, metavar="A",

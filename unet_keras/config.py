@@ -62,6 +62,8 @@ class UNetConfig:
     bce_weight: float = 1.0
     dice_weight: float = 1.0
     dice_smooth: float = 1.0
+    # Weight of the nucleus channel's loss against the whole cell's 1 (two outputs).
+    nucleus_weight: float = 1.0
     # Data.
     dataset: str = "dataset1"
     fold: int = 0
@@ -148,6 +150,9 @@ class UNetConfig:
         elif self.checkpoint_metric == "mean" and self.out_channels != 2:
             problems.append(f"checkpoint_metric='mean' with out_channels={self.out_channels} "
                             "(expected 2: a nucleus channel to average with)")
+        if not self.nucleus_weight > 0.0:
+            problems.append(f"nucleus_weight={self.nucleus_weight} (expected > 0; 1: the whole "
+                            "cell's weight)")
         if self.batch_norm_stats not in BATCH_NORM_STATS:
             problems.append(f"batch_norm_stats={self.batch_norm_stats!r} (expected one of "
                             f"{', '.join(BATCH_NORM_STATS)})")
@@ -195,6 +200,13 @@ class UNetConfig:
         if len(self.thresholds) == self.out_channels:
             return self.thresholds
         return self.thresholds * self.out_channels
+
+    def loss_channel_weights(self) -> list[float] | None:
+        """The loss's weight per output channel: None (equal) unless the nucleus weighs more or
+        less than the whole cell."""
+        if self.out_channels == 2 and self.nucleus_weight != 1.0:
+            return [1.0, self.nucleus_weight]
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

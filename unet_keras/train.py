@@ -85,7 +85,8 @@ def compile_model(model: keras.Model, config: UNetConfig, steps_per_epoch: int) 
         optimizer=keras.optimizers.Adam(lr, use_ema=config.ema > 0,
                                         ema_momentum=config.ema or 0.99),
         loss=BCEDiceLoss(smooth=config.dice_smooth, bce_weight=config.bce_weight,
-                         dice_weight=config.dice_weight),
+                         dice_weight=config.dice_weight,
+                         channel_weights=config.loss_channel_weights()),
     )
 
 
