@@ -15,6 +15,7 @@ from unet_keras.postprocess import (
     edge_parts,
     labels_to_png,
     measure_cells,
+    nucleus_fragments_to_cytoplasm,
     overlay,
     png_to_labels,
     probabilities_to_labels,
@@ -39,6 +40,33 @@ def test_two_channel_thresholds():
     np.testing.assert_array_equal(probabilities_to_labels(prob, (0.5, 0.6)), [[0, 1, 2, 2, 1]])
     # One threshold serves both channels: (0.2, 0.59) is now a nucleus at 0.55.
     np.testing.assert_array_equal(probabilities_to_labels(prob, [0.55]), [[0, 1, 2, 2, 2]])
+
+
+def _cell_with_nucleus_and_specks() -> np.ndarray:
+    labels = np.zeros((48, 80), np.uint8)
+    labels[disk((24, 22), 18)] = 1
+    labels[disk((20, 18), 8)] = 2  # the nucleus: 197 px
+    labels[disk((32, 28), 5)] = 2  # a second lobe, 81 px: a lobe, kept
+    labels[36, 10] = labels[10, 30:33] = 2  # specks of 1 and 3 px: cytoplasm
+    labels[disk((24, 60), 15)] = 1  # a second cell whose only nucleus is small: kept
+    labels[22:25, 58:61] = 2
+    labels[0:2, 40:42] = 2  # a speck on the image edge (a neighbour cut off): kept
+    return labels
+
+
+def test_nucleus_specks_far_smaller_than_their_cells_nucleus_become_cytoplasm():
+    labels = _cell_with_nucleus_and_specks()
+    want = labels.copy()
+    want[36, 10] = want[10, 30:33] = 1
+    got = nucleus_fragments_to_cytoplasm(labels.copy(), fraction=0.1)
+    np.testing.assert_array_equal(got, want)
+    # The whole cell is untouched; a larger fraction takes the lobe as well; 0 takes nothing.
+    np.testing.assert_array_equal(got > 0, labels > 0)
+    assert nucleus_fragments_to_cytoplasm(labels.copy(), fraction=0.5)[32, 28] == 1
+    np.testing.assert_array_equal(nucleus_fragments_to_cytoplasm(labels.copy(), 0.0), labels)
+    # Thresholding a two-channel prediction applies the rule.
+    prob = np.stack([labels > 0, labels == 2], axis=-1).astype(np.float32)
+    np.testing.assert_array_equal(probabilities_to_labels(prob, (0.5, 0.5)), want)
 
 
 @pytest.mark.parametrize("prob, thresholds, message", [

@@ -39,3 +39,31 @@ def test_a_directory_without_folds_exits_1_and_writes_nothing(tmp_path, capsys):
     assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "r"), "--synthetic"]) == 1
     assert "no complete fold-k runs" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_fragment_sweep_at_the_default_fraction_is_the_cv_scoring(tiny_cv, tmp_path):
+    from benchmarks import nucleus_fragments
+    from unet_keras import postprocess
+
+    default = postprocess.NUCLEUS_FRAGMENT_FRACTION
+    out = tmp_path / "f"
+    assert nucleus_fragments.main([str(tiny_cv), "--out", str(out), "--synthetic",
+                                   "--fractions", f"0,{default:g},0.9"]) == 0
+    assert postprocess.NUCLEUS_FRAGMENT_FRACTION == default  # the sweep puts it back
+    report = json.loads((out / nucleus_fragments.JSON_NAME).read_text())
+    for row in report["folds"]:
+        trained = json.loads((tiny_cv / f"fold-{row['fold']}" / "metrics.json").read_text())
+        for key in ("whole_cell_dice", "nucleus_dice", "ap50"):
+            assert row[f"test_{default:g}"][key] == pytest.approx(trained["test"][key], abs=1e-6)
+        # The rule never touches the whole cell.
+        assert row["test_0.9"]["whole_cell_dice"] == pytest.approx(row["test_0"]["whole_cell_dice"])
+    assert "| 0.9 |" in (out / nucleus_fragments.MARKDOWN_NAME).read_text()
+
+
+def test_fragment_sweep_rejects_a_fraction_of_one(tiny_cv, tmp_path, capsys):
+    from benchmarks import nucleus_fragments
+
+    assert nucleus_fragments.main([str(tiny_cv), "--out", str(tmp_path / "f"), "--synthetic",
+                                   "--fractions", "0,1"]) == 1
+    assert "expected values in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
