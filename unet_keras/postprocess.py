@@ -89,7 +89,7 @@ def nucleus_fragments_to_cytoplasm(labels: np.ndarray, fraction: float | None = 
     cells, _ = ndi.label(labels > 0, structure=EIGHT_CONNECTED)
     index = np.arange(1, count + 1)
     area = np.bincount(parts.ravel(), minlength=count + 1)[1:]
-    cell_of = ndi.maximum(cells, parts, index).astype(np.intp)
+    cell_of = np.asarray(ndi.maximum(cells, parts, index)).astype(np.intp)
     largest = np.zeros(int(cells.max()) + 1, dtype=area.dtype)
     np.maximum.at(largest, cell_of, area)
     small = area < fraction * largest[cell_of]
