@@ -50,7 +50,8 @@ def _cell_with_nucleus_and_specks() -> np.ndarray:
     labels[36, 10] = labels[10, 30:33] = 2  # specks of 1 and 3 px: cytoplasm
     labels[disk((24, 60), 15)] = 1  # a second cell whose only nucleus is small: kept
     labels[22:25, 58:61] = 2
-    labels[0:2, 40:42] = 2  # a speck on the image edge (a neighbour cut off): kept
+    labels[0:8, 20:24] = 1  # the first cell reaches the image edge...
+    labels[0:2, 21:23] = 2  # ...where a speck may be a cut-off neighbour's nucleus: kept
     return labels
 
 
