@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from unet_keras.postprocess import (MIN_CELL_AREA, drop_edge_parts, measure_cells,
-                                    separate_instances)
+from unet_keras.postprocess import (EIGHT_CONNECTED, MIN_CELL_AREA, drop_edge_parts,
+                                    measure_cells, separate_instances)
 
 # Columns of measure_cells that are positions: shifted from the crop to the image.
 ROW_COLUMNS = ("centroid_y", "bbox_min_row", "bbox_max_row")
@@ -40,7 +40,7 @@ def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: 
     # The component map becomes the instance map in place: instance ids are written negated so
     # they cannot be mistaken for component ids still to be read, then flipped at the end.
     work = np.empty(label_map.shape, np.int32)
-    count = ndi.label(label_map > 0, structure=np.ones((3, 3), bool), output=work)
+    count = ndi.label(label_map > 0, structure=EIGHT_CONNECTED, output=work)
     rows: list[dict] = []
     next_id = 0
     for component, box in enumerate(ndi.find_objects(work, max_label=count), start=1):

@@ -232,7 +232,7 @@ def edge_parts(cell_mask: np.ndarray, min_size: int = MIN_CELL_AREA, h: float = 
     """
     cell = _as_mask(cell_mask, "cell_mask")
     height, width = cell.shape
-    components, _ = ndi.label(cell, structure=np.ones((3, 3), bool))
+    components, _ = ndi.label(cell, structure=EIGHT_CONNECTED)
     drop = np.zeros_like(cell)
     clear = False
     for index, box in enumerate(ndi.find_objects(components), start=1):
