@@ -83,14 +83,16 @@ def nucleus_fragments_to_cytoplasm(labels: np.ndarray, fraction: float | None = 
     the same cell (8-connected ``labels > 0``), unless it touches the image edge (there it may be
     the cut-off nucleus of a neighbour). The whole cell is unchanged; returns ``labels``."""
     fraction = NUCLEUS_FRAGMENT_FRACTION if fraction is None else fraction
-    parts, count = ndi.label(labels == 2, structure=EIGHT_CONNECTED)
-    if count < 2 or fraction <= 0:
+    if fraction <= 0:
         return labels
-    cells, _ = ndi.label(labels > 0, structure=EIGHT_CONNECTED)
+    parts, count = ndi.label(labels == 2, structure=EIGHT_CONNECTED)
+    if count < 2:
+        return labels
+    cells, cell_count = ndi.label(labels > 0, structure=EIGHT_CONNECTED)
     index = np.arange(1, count + 1)
     area = np.bincount(parts.ravel(), minlength=count + 1)[1:]
     cell_of = np.asarray(ndi.maximum(cells, parts, index)).astype(np.intp)
-    largest = np.zeros(int(cells.max()) + 1, dtype=area.dtype)
+    largest = np.zeros(cell_count + 1, dtype=area.dtype)
     np.maximum.at(largest, cell_of, area)
     small = area < fraction * largest[cell_of]
     rim = np.unique(np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]]))
