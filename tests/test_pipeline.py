@@ -1,11 +1,12 @@
-"""Training batches: the class-balanced drawing (frequencies worked out by hand) and its
-saved state, which a resumed run restores."""
+"""Training batches: the class-balanced drawing (frequencies worked out by hand), its saved
+state, which a resumed run restores, and the narrower zoom of the last epochs."""
 
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from unet_keras.callbacks import ZoomSchedule
 from unet_keras.config import ConfigError, UNetConfig
 from unet_keras.data.pipeline import TrainingBatches, class_weights
 
@@ -91,3 +92,35 @@ def test_colour_transfer_state_round_trip_draws_the_same_batches():
     second.set_state(state)
     for index in (1, 2):
         np.testing.assert_array_equal(second[index][0], first[index][0])
+
+
+def test_final_zoom_epochs_narrow_the_zoom_of_the_last_epochs_only():
+    config = UNetConfig(depth=2, image_size=24, epochs=10, final_zoom_epochs=3)
+    assert [config.zoom_range(e) for e in (0, 6)] == [(0.5, 2.0)] * 2
+    assert [config.zoom_range(e) for e in (7, 9)] == [(0.8, 1.25)] * 2
+    # Within the run's own range: never wider than it, and no zoom stays no zoom.
+    def last_epoch(scale_range):
+        return UNetConfig(epochs=10, final_zoom_epochs=3, scale_range=scale_range).zoom_range(9)
+
+    assert last_epoch((1.0, 1.5)) == (1.0, 1.25)
+    assert last_epoch((1.0, 1.0)) == (1.0, 1.0)
+    assert last_epoch((1.5, 2.0)) == (1.5, 2.0)  # no overlap: the run's own range
+    assert UNetConfig(epochs=10).zoom_range(9) == (0.5, 2.0)
+    with pytest.raises(ConfigError, match=r"final_zoom_epochs=11 \(expected 0..epochs=10\)"):
+        UNetConfig(epochs=10, final_zoom_epochs=11)
+
+
+def test_zoom_schedule_sets_the_range_the_crops_are_drawn_from():
+    config = UNetConfig(depth=2, image_size=24, epochs=4, final_zoom_epochs=1)
+    batches = TrainingBatches(examples(), config)
+    schedule = ZoomSchedule(batches, config)
+    scales = {}
+    for epoch in range(4):
+        schedule.on_epoch_begin(epoch)
+        scales[epoch] = [batches.augmenter.sample((24, 24)).scale for _ in range(300)]
+    for epoch in range(3):
+        assert 0.5 <= min(scales[epoch]) < 0.8 and 1.25 < max(scales[epoch]) <= 2.0
+    assert 0.8 <= min(scales[3]) and max(scales[3]) <= 1.25
+    # A resumed run starts from its next epoch: the schedule sets the range afresh.
+    schedule.on_epoch_begin(0)
+    assert batches.augmenter.scale_range == (0.5, 2.0)

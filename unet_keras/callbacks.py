@@ -1,5 +1,5 @@
-"""Keras callbacks of training: the validation Dice that picks the kept epoch, and the swap to
-the moving average of the weights that it then scores."""
+"""Keras callbacks of training: the validation Dice that picks the kept epoch, the swap to the
+moving average of the weights that it then scores, and the zoom range of each epoch."""
 
 from __future__ import annotations
 
@@ -64,3 +64,18 @@ class ValidationDice(keras.callbacks.Callback):
             if self.config.out_channels == 2:
                 logs["val_nucleus_dice"] = summary["nucleus_dice"]
                 logs["val_mean_dice"] = (logs["val_dice"] + logs["val_nucleus_dice"]) / 2
+
+
+class ZoomSchedule(keras.callbacks.Callback):
+    """Sets the training batches' zoom range at the start of every epoch to
+    ``config.zoom_range(epoch)``: narrower in the last ``config.final_zoom_epochs``. Keras calls
+    it before the epoch's first batch is drawn, resumed runs included."""
+
+    def __init__(self, batches, config: UNetConfig):
+        super().__init__()
+        self.batches = batches
+        self.config = config
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.config.augment:
+            self.batches.augmenter.scale_range = self.config.zoom_range(epoch)

@@ -27,6 +27,7 @@ RECIPE_FLAGS = {
     "colour_strength": "colour_strength", "colour_transfer": "colour_transfer",
     "test_ids": "test_ids", "checkpoint_metric": "checkpoint_metric",
     "batch_norm_stats": "batch_norm_stats", "nucleus_weight": "nucleus_weight",
+    "final_zoom_epochs": "final_zoom_epochs",
 }
 
 
@@ -104,6 +105,9 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help=f"zoom range of the augmentation (1 1: none); default "
                         f"{DEFAULTS.scale_range[0]} {DEFAULTS.scale_range[1]}")
+    p.add_argument("--final-zoom-epochs", type=int, metavar="N",
+                   help="the last N epochs zoom within 0.8-1.25x only (inside --scale-range); "
+                        f"default {DEFAULTS.final_zoom_epochs}")
     p.add_argument("--elastic", type=float, metavar="PX",
                    help="smooth elastic deformation of each training crop: the sd of the "
                         f"displacement in pixels (0: none); default {DEFAULTS.elastic}")

@@ -20,6 +20,9 @@ CHECKPOINT_METRICS = ("whole_cell", "mean")
 # augmented training crops, in inference mode (unet_keras.model.recompute_batch_norm), or the
 # moving averages training kept. Configs written before the choice existed are "moving".
 BATCH_NORM_STATS = ("recomputed", "moving")
+# The zoom of the last ``final_zoom_epochs`` epochs (within ``scale_range``): the seed's range,
+# near the training images' own magnification.
+FINAL_SCALE_RANGE = (0.8, 1.25)
 # Colour jitter's ranges scale with ``colour_strength``; saturation's half-width is 0.2 x it, so
 # at 5 a draw could reach zero (grey) and past it.
 MAX_COLOUR_STRENGTH = 4.0
@@ -78,6 +81,7 @@ class UNetConfig:
     stain_augment: bool = False  # haematoxylin-eosin-DAB jitter (colour jitter stays on)
     colour_strength: float = 1.0  # scales the colour jitter's ranges (data.augment.Augmenter)
     scale_range: tuple[float, float] = (0.5, 2.0)  # zoom; another scanner, another magnification
+    final_zoom_epochs: int = 0  # the last N epochs zoom within FINAL_SCALE_RANGE only
     class_balance: float = 0.0  # draw examples with probability ~ (cell-type count) ** -this
     elastic: float = 0.0  # sd (px) of a smooth elastic displacement of each crop (0: none)
     # K > 0: half the crops take colour statistics drawn from N(mean, K**2 cov) of the training
@@ -153,6 +157,9 @@ class UNetConfig:
         if not self.nucleus_weight > 0.0:
             problems.append(f"nucleus_weight={self.nucleus_weight} (expected > 0; 1: the whole "
                             "cell's weight)")
+        if not 0 <= self.final_zoom_epochs <= self.epochs:
+            problems.append(f"final_zoom_epochs={self.final_zoom_epochs} (expected 0..epochs="
+                            f"{self.epochs})")
         if self.batch_norm_stats not in BATCH_NORM_STATS:
             problems.append(f"batch_norm_stats={self.batch_norm_stats!r} (expected one of "
                             f"{', '.join(BATCH_NORM_STATS)})")
@@ -200,6 +207,15 @@ class UNetConfig:
         if len(self.thresholds) == self.out_channels:
             return self.thresholds
         return self.thresholds * self.out_channels
+
+    def zoom_range(self, epoch: int) -> tuple[float, float]:
+        """The augmentation's zoom range in (0-based) ``epoch``: ``scale_range``, narrowed to
+        FINAL_SCALE_RANGE in the last ``final_zoom_epochs`` (where the two overlap)."""
+        if epoch < self.epochs - self.final_zoom_epochs:
+            return self.scale_range
+        low = max(self.scale_range[0], FINAL_SCALE_RANGE[0])
+        high = min(self.scale_range[1], FINAL_SCALE_RANGE[1])
+        return (low, high) if low <= high else self.scale_range
 
     def loss_channel_weights(self) -> list[float] | None:
         """The loss's weight per output channel: None (equal) unless the nucleus weighs more or

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import keras
 
-from unet_keras.callbacks import AveragedWeights, ValidationDice
+from unet_keras.callbacks import AveragedWeights, ValidationDice, ZoomSchedule
 from unet_keras.checkpoint import (CHECKPOINT_FILENAME, MODEL_FILENAME, EpochCheckpoint, assign,
                                    new_state, read_checkpoint, restore, save_model)
 from unet_keras.config import CONFIG_FILENAME, UNetConfig
@@ -286,7 +286,8 @@ def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, d
     averaged = AveragedWeights() if config.ema else None
     monitor = "val_mean_dice" if config.checkpoint_metric == "mean" else "val_dice"
     saver = EpochCheckpoint(run, batches, plateau, state, best, averaged, monitor)
-    callbacks = [*([averaged] if averaged else []), ValidationDice(data.val, config),
+    callbacks = [ZoomSchedule(batches, config), *([averaged] if averaged else []),
+                 ValidationDice(data.val, config),
                  *([plateau] if plateau else []), saver]
     log.info("training on %s", data.source)
     # shuffle=False: TrainingBatches reshuffles the examples every epoch from its own RNG, which
