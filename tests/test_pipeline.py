@@ -1,6 +1,7 @@
 """Training batches: the class-balanced drawing (frequencies worked out by hand), its saved
 state, which a resumed run restores, and the narrower zoom of the last epochs."""
 
+import logging
 from collections import Counter
 
 import numpy as np
@@ -110,10 +111,11 @@ def test_final_zoom_epochs_narrow_the_zoom_of_the_last_epochs_only():
         UNetConfig(epochs=10, final_zoom_epochs=11)
 
 
-def test_zoom_schedule_sets_the_range_the_crops_are_drawn_from():
+def test_zoom_schedule_sets_the_range_the_crops_are_drawn_from(caplog):
     config = UNetConfig(depth=2, image_size=24, epochs=4, final_zoom_epochs=1)
     batches = TrainingBatches(examples(), config)
     schedule = ZoomSchedule(batches, config)
+    caplog.set_level(logging.INFO, logger="unet_keras.callbacks")
     scales = {}
     for epoch in range(4):
         schedule.on_epoch_begin(epoch)
@@ -121,6 +123,7 @@ def test_zoom_schedule_sets_the_range_the_crops_are_drawn_from():
     for epoch in range(3):
         assert 0.5 <= min(scales[epoch]) < 0.8 and 1.25 < max(scales[epoch]) <= 2.0
     assert 0.8 <= min(scales[3]) and max(scales[3]) <= 1.25
+    assert [r.getMessage() for r in caplog.records] == ["epoch 4 on: zoom 0.8-1.25x"]
     # A resumed run starts from its next epoch: the schedule sets the range afresh.
     schedule.on_epoch_begin(0)
     assert batches.augmenter.scale_range == (0.5, 2.0)

@@ -3,6 +3,8 @@ moving average of the weights that it then scores, and the zoom range of each ep
 
 from __future__ import annotations
 
+import logging
+
 import keras
 
 from unet_keras.checkpoint import host_copies
@@ -10,6 +12,8 @@ from unet_keras.config import UNetConfig
 from unet_keras.distribution import undistributed
 from unet_keras.evaluate import score_probabilities
 from unet_keras.inference import predict_probabilities
+
+log = logging.getLogger(__name__)
 
 
 class AveragedWeights(keras.callbacks.Callback):
@@ -77,5 +81,7 @@ class ZoomSchedule(keras.callbacks.Callback):
         self.config = config
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.config.augment:
-            self.batches.augmenter.scale_range = self.config.zoom_range(epoch)
+        zoom = self.config.zoom_range(epoch)
+        if self.config.augment and zoom != self.batches.augmenter.scale_range:
+            log.info("epoch %d on: zoom %g-%gx", epoch + 1, *zoom)
+            self.batches.augmenter.scale_range = zoom
