@@ -97,7 +97,7 @@ def in_subprocess(function: str, *args: str, env: dict) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=600)
 
 
-def train_twice_interrupted(workdir: str, ema: str = "0") -> int:
+def train_twice_interrupted(workdir: str, ema: str = "0", final_zoom: str = "0") -> int:
     """The same 3-epoch run twice, each interrupted (KeyboardInterrupt, as Ctrl-C would) and
     resumed: "after_training" while scoring the test fold, after its last epoch, so its training
     ran straight through; "mid_epoch" inside a batch of epoch 2."""
@@ -109,7 +109,8 @@ def train_twice_interrupted(workdir: str, ema: str = "0") -> int:
     from unet_keras.train import train
 
     workdir = Path(workdir)
-    config = dict(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=3, ema=float(ema))
+    config = dict(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=3, ema=float(ema),
+                  final_zoom_epochs=int(final_zoom))
     data = load_fold(UNetConfig(**config), synthetic=True)
     getitem, tune, calls = TrainingBatches.__getitem__, unet_keras.train.tune_postprocessing, [0]
 
@@ -139,12 +140,15 @@ def train_twice_interrupted(workdir: str, ema: str = "0") -> int:
     return 0
 
 
-@pytest.mark.parametrize("ema", ["0", "0.9"], ids=["raw-weights", "weight-average"])
-def test_resume_continues_exactly(tmp_path, ema):
+@pytest.mark.parametrize("ema, final_zoom", [("0", "0"), ("0.9", "0"), ("0", "2")],
+                         ids=["raw-weights", "weight-average", "final-zoom"])
+def test_resume_continues_exactly(tmp_path, ema, final_zoom):
     """Interrupted mid-epoch and resumed == trained straight through, to the last bit; also
     with a moving average of the weights, whose checkpoint holds the raw weights and the
-    average apart."""
-    done = in_subprocess("train_twice_interrupted", str(tmp_path), ema, env=UNBUFFERED)
+    average apart, and with the zoom narrowed from the interrupted epoch on (the resumed run
+    sets it again)."""
+    done = in_subprocess("train_twice_interrupted", str(tmp_path), ema, final_zoom,
+                         env=UNBUFFERED)
     assert done.returncode == 0, done.stderr[-3000:]
     for name, epochs_done in [("after_training", 3), ("mid_epoch", 1)]:
         assert json.loads((tmp_path / f"{name}.json").read_text())["epochs_done"] == epochs_done
