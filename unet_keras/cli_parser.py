@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from unet_keras.config import (BATCH_NORM_STATS, CHECKPOINT_METRICS, COLOUR_MODES, EDGE_CELLS,
-                               INITS, LR_SCHEDULES, UNetConfig)
+                               FINAL_SCALE_RANGE, INITS, LR_SCHEDULES, UNetConfig)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130  # the meaning of each: unet_keras.cli's docstring
@@ -106,8 +106,8 @@ def _add_training_options(p, fold: bool = True) -> None:
                    help=f"zoom range of the augmentation (1 1: none); default "
                         f"{DEFAULTS.scale_range[0]} {DEFAULTS.scale_range[1]}")
     p.add_argument("--final-zoom-epochs", type=int, metavar="N",
-                   help="the last N epochs zoom within 0.8-1.25x only (inside --scale-range); "
-                        f"default {DEFAULTS.final_zoom_epochs}")
+                   help="the last N epochs zoom within {:g}-{:g}x only (inside --scale-range); "
+                        "default {}".format(*FINAL_SCALE_RANGE, DEFAULTS.final_zoom_epochs))
     p.add_argument("--elastic", type=float, metavar="PX",
                    help="smooth elastic deformation of each training crop: the sd of the "
                         f"displacement in pixels (0: none); default {DEFAULTS.elastic}")
