@@ -265,3 +265,46 @@ def test_dihedral_mean_of_a_coordinate_map_is_its_centre():
     batch = np.zeros((2, 6, 6, 3), np.float32)
     np.testing.assert_allclose(dihedral_mean(columns, batch), np.full((2, 6, 6, 1), 2.5))
     np.testing.assert_array_equal(columns(batch)[0, 0, :, 0], np.arange(6))  # not constant alone
+
+
+def test_deep_supervision_trains_heads_beside_the_unet_it_saves():
+    from unet_keras.model import build_training_model
+    from unet_keras.train import compile_model
+
+    config = UNetConfig(**TINY, deep_supervision=1)
+    assert config.head_weights() == pytest.approx([2 / 3, 1 / 3])
+    assert UNetConfig(depth=4, deep_supervision=3).head_weights() == pytest.approx(
+        [8 / 15, 4 / 15, 2 / 15, 1 / 15])
+    training, model = build_training_model(config)
+    # The U-Net inside is build_unet's; the head on level 1 (8 filters) adds a 1x1 conv.
+    assert model.count_params() == build_unet(config).count_params()
+    assert training.count_params() == model.count_params() + 8 * 2 + 2
+    x = np.random.default_rng(0).random((2, 32, 48, 3), dtype=np.float32)
+    heads = np.asarray(training.predict(x, verbose=0))
+    assert heads.shape == (2, 32, 48, 4)
+    np.testing.assert_allclose(heads[..., :2], model.predict(x, verbose=0), atol=1e-6)
+    # Upsampled from 16 x 24: neighbouring pixels of the auxiliary head differ, but smoothly.
+    assert 0 < np.abs(np.diff(heads[..., 2:], axis=1)).max() < 0.2
+    compile_model(training, config, steps_per_epoch=1)
+    assert training.loss.head_weights == pytest.approx([2 / 3, 1 / 3])
+    compile_model(model, config, steps_per_epoch=1)  # the U-Net alone (fine-tuning): one head
+    assert model.loss.head_weights is None
+    # Off: one model, as before.
+    training, model = build_training_model(UNetConfig(**TINY))
+    assert training is model
+    with pytest.raises(ConfigError, match=r"deep_supervision=2 \(expected 0..depth-1=1"):
+        UNetConfig(**TINY, deep_supervision=2)
+
+
+def test_deep_supervision_loss_is_the_weighted_sum_of_each_heads_loss():
+    rng = np.random.default_rng(3)
+    y = (rng.random((2, 16, 16, 2)) > 0.5).astype(np.float32)
+    main, aux = (rng.uniform(0.01, 0.99, (2, 16, 16, 2)).astype(np.float32) for _ in range(2))
+    single = BCEDiceLoss(channel_weights=[1.0, 2.0])
+    both = BCEDiceLoss(channel_weights=[1.0, 2.0], head_weights=[0.75, 0.25])
+    expected = 0.75 * float(single(y, main)) + 0.25 * float(single(y, aux))
+    assert float(both(y, np.concatenate([main, aux], -1))) == pytest.approx(expected, rel=1e-5)
+    assert float(both(y, np.concatenate([main, main], -1))) == pytest.approx(float(single(y, main)),
+                                                                           rel=1e-5)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(both))
+    assert clone.head_weights == [0.75, 0.25]

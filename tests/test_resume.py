@@ -97,7 +97,8 @@ def in_subprocess(function: str, *args: str, env: dict) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=600)
 
 
-def train_twice_interrupted(workdir: str, ema: str = "0", final_zoom: str = "0") -> int:
+def train_twice_interrupted(workdir: str, ema: str = "0", final_zoom: str = "0",
+                            deep: str = "0") -> int:
     """The same 3-epoch run twice, each interrupted (KeyboardInterrupt, as Ctrl-C would) and
     resumed: "after_training" while scoring the test fold, after its last epoch, so its training
     ran straight through; "mid_epoch" inside a batch of epoch 2."""
@@ -110,7 +111,7 @@ def train_twice_interrupted(workdir: str, ema: str = "0", final_zoom: str = "0")
 
     workdir = Path(workdir)
     config = dict(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=3, ema=float(ema),
-                  final_zoom_epochs=int(final_zoom))
+                  final_zoom_epochs=int(final_zoom), deep_supervision=int(deep))
     data = load_fold(UNetConfig(**config), synthetic=True)
     getitem, tune, calls = TrainingBatches.__getitem__, unet_keras.train.tune_postprocessing, [0]
 
@@ -140,14 +141,16 @@ def train_twice_interrupted(workdir: str, ema: str = "0", final_zoom: str = "0")
     return 0
 
 
-@pytest.mark.parametrize("ema, final_zoom", [("0", "0"), ("0.9", "0"), ("0", "2")],
-                         ids=["raw-weights", "weight-average", "final-zoom"])
-def test_resume_continues_exactly(tmp_path, ema, final_zoom):
+@pytest.mark.parametrize("ema, final_zoom, deep",
+                         [("0", "0", "0"), ("0.9", "0", "0"), ("0", "2", "0"), ("0", "0", "1")],
+                         ids=["raw-weights", "weight-average", "final-zoom", "deep-supervision"])
+def test_resume_continues_exactly(tmp_path, ema, final_zoom, deep):
     """Interrupted mid-epoch and resumed == trained straight through, to the last bit; also
     with a moving average of the weights, whose checkpoint holds the raw weights and the
-    average apart, and with the zoom narrowed from the interrupted epoch on (the resumed run
-    sets it again)."""
-    done = in_subprocess("train_twice_interrupted", str(tmp_path), ema, final_zoom,
+    average apart, with the zoom narrowed from the interrupted epoch on (the resumed run
+    sets it again), and with deep supervision, whose checkpoint holds the auxiliary heads while
+    model.keras, written again on resuming, holds the U-Net alone."""
+    done = in_subprocess("train_twice_interrupted", str(tmp_path), ema, final_zoom, deep,
                          env=UNBUFFERED)
     assert done.returncode == 0, done.stderr[-3000:]
     for name, epochs_done in [("after_training", 3), ("mid_epoch", 1)]:
@@ -160,6 +163,9 @@ def test_resume_continues_exactly(tmp_path, ema, final_zoom):
     a, b = (keras_arrays(tmp_path / name / "model.keras") for name in ("after_training", "mid_epoch"))
     layers = [name for name in a if name.startswith("layers/")]
     assert len(layers) > 10 and a.keys() == b.keys()
+    # The heads are training's only; their weights shape the shared layers' steps, so a resumed
+    # run that lost them would not repeat the straight run's losses.
+    assert not [name for name in layers if "aux" in name]
     for name in layers:  # model.keras's optimizer state is a by-product; checkpoint.npz has the real one
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     scores = [json.loads((tmp_path / name / "metrics.json").read_text())["test"]

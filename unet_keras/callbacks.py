@@ -50,16 +50,20 @@ class AveragedWeights(keras.callbacks.Callback):
 class ValidationDice(keras.callbacks.Callback):
     """Adds ``val_dice`` / ``val_iou`` (whole cell, mean over images, threshold 0.5) to the logs,
     and for two-channel models ``val_nucleus_dice`` and ``val_mean_dice`` (of the two Dice),
-    computed on full validation images with the same numpy metrics as evaluation."""
+    computed on full validation images with the same numpy metrics as evaluation. ``model``:
+    the U-Net to score when the model being fitted is another that holds it (deep supervision:
+    ``model.build_training_model``); default the fitted model."""
 
-    def __init__(self, examples: list[dict], config: UNetConfig):
+    def __init__(self, examples: list[dict], config: UNetConfig, model: keras.Model | None = None):
         super().__init__()
         self.examples = examples
         self.config = config
+        self.scored = model
 
     def on_epoch_end(self, epoch, logs=None):
         with undistributed():
-            probs = predict_probabilities(self.model, [e["image"] for e in self.examples],
+            probs = predict_probabilities(self.scored or self.model,
+                                          [e["image"] for e in self.examples],
                                           self.config.multiple)
         _, summary = score_probabilities(probs, self.examples, (0.5,) * self.config.out_channels)
         if logs is not None:

@@ -113,14 +113,17 @@ def write_history(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def restore(model: keras.Model, checkpoint: Checkpoint, run: Path) -> None:
-    """Load a checkpoint into a compiled model and rewrite the files derived from it."""
+def restore(model: keras.Model, checkpoint: Checkpoint, run: Path,
+            saved: keras.Model | None = None) -> None:
+    """Load a checkpoint into a compiled model and rewrite the files derived from it;
+    ``saved``: the model written to model.keras when it is not ``model`` itself but a part of
+    it (deep supervision: ``model.build_training_model``)."""
     path = run / CHECKPOINT_FILENAME
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     if checkpoint.best:
         assign(model.variables, checkpoint.best, "best", path)
-        save_model(model, run / MODEL_FILENAME)
+        save_model(saved or model, run / MODEL_FILENAME)
     assign(model.variables, checkpoint.model, "model", path)
     assign(model.optimizer.variables, checkpoint.optimizer, "optimizer", path)
     write_history(checkpoint.state["history"], run / HISTORY_FILENAME)
@@ -134,11 +137,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     Must come after ``ValidationDice`` and ``ReduceLROnPlateau`` in the callback list: it
     records their results, and restores the plateau counters after their reset at train begin.
+    ``saved``: the model written to model.keras when it is a part of the fitted model (deep
+    supervision); the checkpoint holds the fitted model's variables.
     """
 
     def __init__(self, run: Path, batches, plateau=None, state: dict | None = None,
-                 best: list[np.ndarray] | None = None, averaged=None, monitor: str = "val_dice"):
+                 best: list[np.ndarray] | None = None, averaged=None, monitor: str = "val_dice",
+                 saved: keras.Model | None = None):
         super().__init__()
+        self.saved = saved
         self.monitor = monitor  # the log entry whose highest value picks the kept epoch
         self.averaged = averaged  # callbacks.AveragedWeights, when the epoch's model is an average
         self.run = Path(run)
@@ -184,7 +191,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if score is not None and (state["best_score"] is None or score > state["best_score"]):
             state["best_score"], state["best_epoch"] = score, epoch + 1
             self.best = host_copies(self.model.variables)
-            save_model(self.model, self.run / MODEL_FILENAME)
+            save_model(self.saved or self.model, self.run / MODEL_FILENAME)
         if self.averaged is not None:
             self.averaged.raw()  # the state to continue from holds the trained weights
         state["epochs_done"] = epoch + 1

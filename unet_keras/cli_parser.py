@@ -27,7 +27,7 @@ RECIPE_FLAGS = {
     "colour_strength": "colour_strength", "colour_transfer": "colour_transfer",
     "test_ids": "test_ids", "checkpoint_metric": "checkpoint_metric",
     "batch_norm_stats": "batch_norm_stats", "nucleus_weight": "nucleus_weight",
-    "final_zoom_epochs": "final_zoom_epochs",
+    "final_zoom_epochs": "final_zoom_epochs", "deep_supervision": "deep_supervision",
 }
 
 
@@ -84,6 +84,10 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--nucleus-weight", type=float, metavar="W",
                    help="weight of the nucleus channel's BCE-Dice loss against the whole cell's "
                         f"1 (two outputs); default {DEFAULTS.nucleus_weight}")
+    p.add_argument("--deep-supervision", type=int, metavar="N",
+                   help="train N decoder levels below the top (1/2, 1/4, ... resolution) through "
+                        "their own 1x1 heads too, weighted 2**-level in the loss; the saved model "
+                        f"keeps the one output (0: off); default {DEFAULTS.deep_supervision}")
     p.add_argument("--init", choices=INITS,
                    help=f"initial kernels (pytorch: uniform +-1/sqrt(fan_in)); default {DEFAULTS.init}")
     p.add_argument("--class-balance", type=float, metavar="A",

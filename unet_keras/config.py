@@ -69,6 +69,11 @@ class UNetConfig:
     dice_smooth: float = 1.0
     # Weight of the nucleus channel's loss against the whole cell's 1 (two outputs).
     nucleus_weight: float = 1.0
+    # Deep supervision: N > 0 adds a 1x1 sigmoid head to each of the N decoder levels below the
+    # top (1/2, 1/4, ... resolution), upsampled to the input's size, whose BCE-Dice counts in
+    # the training loss with weight 2**-level (the full-resolution output's: 1). Training only:
+    # the saved model has the one output. 0: off.
+    deep_supervision: int = 0
     # Data.
     dataset: str = "dataset1"
     fold: int = 0
@@ -159,6 +164,9 @@ class UNetConfig:
         if not self.nucleus_weight > 0.0:
             problems.append(f"nucleus_weight={self.nucleus_weight} (expected > 0; 1: the whole "
                             "cell's weight)")
+        if not 0 <= self.deep_supervision < self.depth:
+            problems.append(f"deep_supervision={self.deep_supervision} (expected 0..depth-1="
+                            f"{self.depth - 1}: the decoder levels below the top; 0: off)")
         if not 0 <= self.final_zoom_epochs <= self.epochs:
             problems.append(f"final_zoom_epochs={self.final_zoom_epochs} (expected 0..epochs="
                             f"{self.epochs})")
@@ -225,6 +233,12 @@ class UNetConfig:
         if self.out_channels == 2 and self.nucleus_weight != 1.0:
             return [1.0, self.nucleus_weight]
         return None
+
+    def head_weights(self) -> list[float]:
+        """The training loss's weight of each output head: the full-resolution output's 1,
+        then 2**-level for each deep-supervision level, normalised to sum to 1."""
+        weights = [2.0**-level for level in range(self.deep_supervision + 1)]
+        return [w / sum(weights) for w in weights]
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

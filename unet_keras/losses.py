@@ -51,26 +51,41 @@ class BCEDiceLoss(keras.losses.Loss):
         smooth: additive smoothing in the Dice ratio (keeps empty masks finite).
         bce_weight, dice_weight: weights of the two terms.
         channel_weights: optional weight per output channel (default: equal).
+        head_weights: with deep supervision (``model.build_training_model``), the weight of each
+            head whose channels are concatenated in the prediction (the full-resolution
+            output first), each head scored against the same mask; default: one head.
     """
 
     def __init__(self, from_logits: bool = False, smooth: float = 1.0, bce_weight: float = 1.0,
                  dice_weight: float = 1.0, channel_weights: Sequence[float] | None = None,
-                 name: str = "bce_dice", reduction: str = "sum_over_batch_size", dtype=None):
+                 head_weights: Sequence[float] | None = None, name: str = "bce_dice",
+                 reduction: str = "sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = from_logits
         self.smooth = float(smooth)
         self.bce_weight = float(bce_weight)
         self.dice_weight = float(dice_weight)
         self.channel_weights = None if channel_weights is None else [float(w) for w in channel_weights]
+        self.head_weights = None if head_weights is None else [float(w) for w in head_weights]
 
     def call(self, y_true, y_pred):
-        return bce_dice(y_true, y_pred, self.from_logits, self.smooth, self.bce_weight,
-                        self.dice_weight, self.channel_weights)
+        if not self.head_weights:
+            return bce_dice(y_true, y_pred, self.from_logits, self.smooth, self.bce_weight,
+                            self.dice_weight, self.channel_weights)
+        channels = y_pred.shape[-1] // len(self.head_weights)
+        total = 0.0
+        for head, weight in enumerate(self.head_weights):
+            part = y_pred[..., head * channels:(head + 1) * channels]
+            total = total + weight * bce_dice(y_true, part, self.from_logits, self.smooth,
+                                              self.bce_weight, self.dice_weight,
+                                              self.channel_weights)
+        return total
 
     def get_config(self):
         config = super().get_config()
         config.update(
             from_logits=self.from_logits, smooth=self.smooth, bce_weight=self.bce_weight,
             dice_weight=self.dice_weight, channel_weights=self.channel_weights,
+            head_weights=self.head_weights,
         )
         return config

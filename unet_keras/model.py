@@ -55,6 +55,40 @@ def build_unet(config: UNetConfig) -> keras.Model:
     Input ``image``: (None, None, 3) float32 in [0, 1], sides a multiple of ``2**depth``.
     Output ``probability``: sigmoid, one channel per head (whole cell[, nucleus]).
     """
+    inputs, outputs, _ = _unet_graph(config)
+    return keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
+
+
+def build_training_model(config: UNetConfig) -> tuple[keras.Model, keras.Model]:
+    """(the model to fit, the U-Net of ``build_unet`` inside it, sharing its layers).
+
+    Without ``config.deep_supervision`` both are the same model. With N levels, the model to
+    fit outputs the U-Net's ``probability`` concatenated (channels) with one head per decoder
+    level 1..N: a 1x1 convolution of that level's features, bilinearly upsampled to the input's
+    size (as logits), then a sigmoid; ``losses.BCEDiceLoss(heads=N + 1)`` scores each head
+    against the same mask. The U-Net alone is what is validated and saved.
+    """
+    inputs, outputs, decoder = _unet_graph(config)
+    model = keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
+    if not config.deep_supervision:
+        return model, model
+    heads = [outputs]
+    for level in range(1, config.deep_supervision + 1):
+        logits = layers.Conv2D(
+            config.out_channels, 1, dtype="float32",
+            kernel_initializer=kernel_initializer(config, "glorot_uniform"),
+            name=f"aux{level}_logits",
+        )(decoder[level])
+        logits = layers.UpSampling2D(2**level, interpolation="bilinear",
+                                     name=f"aux{level}_up")(logits)
+        heads.append(layers.Activation("sigmoid", dtype="float32", name=f"aux{level}")(logits))
+    training = keras.Model(inputs, layers.Concatenate(name="heads")(heads),
+                           name=f"{model.name}_deep_supervision")
+    return training, model
+
+
+def _unet_graph(config: UNetConfig):
+    """The U-Net's tensors: (input, output, {decoder level: its features})."""
     inputs = keras.Input(shape=(None, None, 3), name=INPUT_NAME)
     x = inputs
     skips = []
@@ -67,6 +101,7 @@ def build_unet(config: UNetConfig) -> keras.Model:
     x = conv_block(x, config.filters(config.depth), config, name="bottleneck")
     if config.dropout:
         x = layers.Dropout(config.dropout, name="bottleneck_drop")(x)
+    decoder = {}
     for level in reversed(range(config.depth)):
         filters = config.filters(level)
         x = layers.Conv2DTranspose(
@@ -75,11 +110,12 @@ def build_unet(config: UNetConfig) -> keras.Model:
         )(x)
         x = layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
         x = conv_block(x, filters, config, name=f"dec{level}")
+        decoder[level] = x
     outputs = layers.Conv2D(
         config.out_channels, 1, activation="sigmoid", dtype="float32",
         kernel_initializer=kernel_initializer(config, "glorot_uniform"), name=OUTPUT_NAME,
     )(x)
-    return keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
+    return inputs, outputs, decoder
 
 
 def recompute_batch_norm(model: keras.Model, batches: Iterable[np.ndarray]) -> int:

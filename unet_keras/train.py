@@ -36,7 +36,7 @@ from unet_keras.evaluate import (edge_convention, score_config, tune_postprocess
 from unet_keras.image_io import atomic_write_text
 from unet_keras.inference import predict_probabilities
 from unet_keras.losses import BCEDiceLoss
-from unet_keras.model import build_unet, load_model, recompute_batch_norm
+from unet_keras.model import build_training_model, load_model, recompute_batch_norm
 from unet_keras.colour import fit_reference
 from unet_keras.rescale import training_cell_diameter
 
@@ -77,6 +77,8 @@ def machine() -> dict[str, object]:
 
 
 def compile_model(model: keras.Model, config: UNetConfig, steps_per_epoch: int) -> None:
+    """Adam and the BCE-Dice loss; a model of ``build_training_model`` whose output holds the
+    deep-supervision heads beside the U-Net's is scored head by head (``config.head_weights``)."""
     lr = config.learning_rate
     if config.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=config.epochs * steps_per_epoch,
@@ -86,7 +88,10 @@ def compile_model(model: keras.Model, config: UNetConfig, steps_per_epoch: int) 
                                         ema_momentum=config.ema or 0.99),
         loss=BCEDiceLoss(smooth=config.dice_smooth, bce_weight=config.bce_weight,
                          dice_weight=config.dice_weight,
-                         channel_weights=config.loss_channel_weights()),
+                         channel_weights=config.loss_channel_weights(),
+                         head_weights=(config.head_weights()
+                                       if model.outputs[0].shape[-1] > config.out_channels
+                                       else None)),
     )
 
 
@@ -213,7 +218,7 @@ def _check_same_data(partial: Path, splits: dict) -> None:
 def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool,
                 devices: int) -> dict:
     with data_parallel(devices):
-        model, state, saver = _fit(config, data, run, verbose, resume, devices)
+        training, model, state, saver = _fit(config, data, run, verbose, resume, devices)
     if saver.diverged is not None:
         kept = (f"the last good checkpoint (epoch {state['epochs_done']}) is kept in {run}"
                 if state["epochs_done"] else "no epoch completed, so nothing is kept")
@@ -223,7 +228,7 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
 
     # The best epoch's variables, as saved in model.keras: assigned, not loaded back from the
     # file, because deserialising compiles every initializer again (tens of seconds on CPU).
-    assign(model.variables, saver.best, "best", run / CHECKPOINT_FILENAME)
+    assign(training.variables, saver.best, "best", run / CHECKPOINT_FILENAME)
     if config.batch_norm_stats == "recomputed":
         recompute_statistics(model, config, data, run)
     val_summary, test_summary = tune_and_score(model, config, data, run)
@@ -265,17 +270,18 @@ def _best_epoch_log(state: dict, name: str) -> float | None:
 
 def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, devices: int):
     """Build, compile and fit the model (resuming from the checkpoint if asked), under the
-    current distribution; returns (model, checkpoint state, the checkpoint callback)."""
+    current distribution; returns (the model fitted, the U-Net in it (the same model without
+    deep supervision), checkpoint state, the checkpoint callback)."""
     keras.utils.set_random_seed(config.seed)
     batches = (EvenBatches(data.train, config, config.seed, devices) if devices > 1
                else TrainingBatches(data.train, config, seed=config.seed))
-    model = build_unet(config)
-    compile_model(model, config, len(batches))
-    model.optimizer.build(model.trainable_variables)
+    training, model = build_training_model(config)
+    compile_model(training, config, len(batches))
+    training.optimizer.build(training.trainable_variables)
     state, best = new_state(), None
     if resume and (run / CHECKPOINT_FILENAME).is_file():
         checkpoint = read_checkpoint(run / CHECKPOINT_FILENAME)
-        restore(model, checkpoint, run)
+        restore(training, checkpoint, run, saved=model)
         state, best = checkpoint.state, checkpoint.best
         state["resumed_after"].append(state["epochs_done"])
         log.info("resuming %s after epoch %d of %d", run, state["epochs_done"], config.epochs)
@@ -285,17 +291,17 @@ def _fit(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool, d
                                                     patience=5, min_lr=1e-5)
     averaged = AveragedWeights() if config.ema else None
     monitor = "val_mean_dice" if config.checkpoint_metric == "mean" else "val_dice"
-    saver = EpochCheckpoint(run, batches, plateau, state, best, averaged, monitor)
+    saver = EpochCheckpoint(run, batches, plateau, state, best, averaged, monitor, saved=model)
     callbacks = [ZoomSchedule(batches, config), *([averaged] if averaged else []),
-                 ValidationDice(data.val, config),
+                 ValidationDice(data.val, config, model),
                  *([plateau] if plateau else []), saver]
     log.info("training on %s", data.source)
     # shuffle=False: TrainingBatches reshuffles the examples every epoch from its own RNG, which
     # the checkpoint saves; Keras' extra shuffling of batch indices draws from the global RNG,
     # which it does not, and would make a resumed run see batches in another order.
-    model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
-              callbacks=callbacks, verbose=verbose, shuffle=False)
-    return model, state, saver
+    training.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
+                 callbacks=callbacks, verbose=verbose, shuffle=False)
+    return training, model, state, saver
 
 
 def recompute_statistics(model, config: UNetConfig, data: FoldData, run: Path) -> None:
