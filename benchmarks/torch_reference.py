@@ -4,8 +4,9 @@
         [--recipe seed|default] [--retune]
 
 ``--recipe seed`` (the default) trains ``SEED_RECIPE``, the column the project is compared
-against; ``--recipe default`` trains the package's default recipe (``UNetConfig()``), so that
-PyTorch and Keras can be compared on the very same recipe.
+against; ``--recipe default`` trains the package's default recipe (``UNetConfig()``) without
+its deep supervision, which the PyTorch twin does not have, so that PyTorch and Keras
+(``unet-keras cv --deep-supervision 0``) can be compared on the very same recipe.
 
 Per fold k, into ``DIR/fold-k`` (written as ``fold-k.partial`` and renamed when complete; a fold
 whose ``metrics.json`` exists is skipped, an interrupted one is trained again from the start):
@@ -59,7 +60,9 @@ from unet_keras.train import machine, partial_dir, retune_model, tune_and_score,
 log = logging.getLogger("benchmarks.torch_reference")
 
 WEIGHTS_FILENAME = "model.pt"
-RECIPES = {"seed": SEED_RECIPE, "default": {}}  # UNetConfig fields over its defaults
+# UNetConfig fields over its defaults. TorchUNet has no deep-supervision heads, so "default" is
+# the package's default recipe without them.
+RECIPES = {"seed": SEED_RECIPE, "default": {"deep_supervision": 0}}
 # unet_keras.train's ReduceLROnPlateau; MIN_DELTA is Keras' default min_delta.
 PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR, MIN_DELTA = 0.5, 5, 1e-5, 1e-4
 
@@ -106,6 +109,9 @@ def fit(config: UNetConfig, data: FoldData, run: Path,
         progress: Callable[[str], None] = log.info) -> tuple[TorchUNet, dict]:
     """Train ``config.epochs`` epochs on ``data.train``; returns the model holding the best
     epoch's weights (validation whole-cell Dice at 0.5) and the training state."""
+    if config.supervised_levels:
+        raise ValueError(f"deep_supervision={config.deep_supervision}: the PyTorch reference "
+                         "U-Net has no deep-supervision heads; train it with deep_supervision=0")
     seed_everything(config.seed)
     batches = TrainingBatches(data.train, config, seed=config.seed)
     # Keras' fit draws one batch to build the loss, then restarts the epoch (Keras 3, checked by

@@ -289,11 +289,14 @@ def test_deep_supervision_trains_heads_beside_the_unet_it_saves():
     assert training.loss.head_weights == pytest.approx([2 / 3, 1 / 3])
     compile_model(model, config, steps_per_epoch=1)  # the U-Net alone (fine-tuning): one head
     assert model.loss.head_weights is None
-    # Off: one model, as before.
-    training, model = build_training_model(UNetConfig(**TINY))
-    assert training is model
-    with pytest.raises(ConfigError, match=r"deep_supervision=2 \(expected 0..depth-1=1"):
-        UNetConfig(**TINY, deep_supervision=2)
+    # Off, or no level below the top: one model.
+    for config in (UNetConfig(**TINY, deep_supervision=0), UNetConfig(depth=1, image_size=32)):
+        training, model = build_training_model(config)
+        assert training is model and config.head_weights() == [1.0]
+    # More levels than there are: those there are (depth 2: one).
+    assert UNetConfig(**TINY, deep_supervision=3).supervised_levels == 1
+    with pytest.raises(ConfigError, match=r"deep_supervision=-1 \(expected >= 0"):
+        UNetConfig(**TINY, deep_supervision=-1)
 
 
 def test_deep_supervision_loss_is_the_weighted_sum_of_each_heads_loss():

@@ -2,6 +2,7 @@
 the metrics of a Keras fold run, complete folds are skipped, the plateau schedule is Keras', and
 the batches are drawn in the order Keras' fit draws them."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +14,8 @@ from benchmarks import torch_reference  # noqa: E402
 from unet_keras.config import UNetConfig  # noqa: E402
 from unet_keras.cv import CV_JSON, CV_MARKDOWN  # noqa: E402
 
-TINY = UNetConfig(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=2, out_channels=1)
+TINY = UNetConfig(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=2, out_channels=1,
+                  deep_supervision=0)
 # What unet_keras.train writes into every run's metrics.json.
 KERAS_KEYS = {"data_source", "synthetic", "fold", "n_train", "n_val", "n_test", "epochs_run",
               "resumed_after_epochs", "best_epoch", "best_val_dice_at_0.5", "thresholds",
@@ -23,6 +25,12 @@ KERAS_KEYS = {"data_source", "synthetic", "fold", "n_train", "n_val", "n_test", 
 
 def test_tiny_run_writes_keras_metrics_and_skips_complete_folds(tmp_path, monkeypatch):
     out = tmp_path / "torch"
+    # The PyTorch twin has no deep-supervision heads: a recipe with them is refused, not
+    # trained without them under its name.
+    deep = dataclasses.replace(TINY, deep_supervision=1)
+    with pytest.raises(ValueError, match="deep_supervision=1: the PyTorch reference U-Net has no"):
+        torch_reference.run_reference(deep, out, [1], threads=1, synthetic=True)
+    assert not (out / "fold-1").exists()
     summary = torch_reference.run_reference(TINY, out, [1], threads=1, synthetic=True)
 
     run = out / "fold-1"

@@ -51,7 +51,9 @@ class UNetConfig:
     bought no robustness to stain shifts), 12 base filters instead of 16 (1.10 M parameters
     instead of 1.95 M), so that the Keras and ONNX files ship together within 10 MB, and batch 8
     instead of 16 (twice the updates in the same time; measured over 5 folds: nucleus Dice up on
-    every fold, AP@0.5 1.000 on every fold, whole-cell Dice level).
+    every fold, AP@0.5 1.000 on every fold, whole-cell Dice level), and deep supervision of the
+    two decoder levels below the top (measured over 5 folds against batch 8 alone: whole-cell
+    Dice +0.0009 ± 0.0017, nucleus Dice +0.0023 ± 0.0023, AP@0.5 0.997 against 1.000).
     ``SEED_RECIPE`` holds the settings of the project's first recipe.
     """
 
@@ -70,10 +72,10 @@ class UNetConfig:
     # Weight of the nucleus channel's loss against the whole cell's 1 (two outputs).
     nucleus_weight: float = 1.0
     # Deep supervision: N > 0 adds a 1x1 sigmoid head to each of the N decoder levels below the
-    # top (1/2, 1/4, ... resolution), upsampled to the input's size, whose BCE-Dice counts in
-    # the training loss with weight 2**-level (the full-resolution output's: 1). Training only:
-    # the saved model has the one output. 0: off.
-    deep_supervision: int = 0
+    # top (1/2, 1/4, ... resolution; at most the depth - 1 there are), upsampled to the input's
+    # size, whose BCE-Dice counts in the training loss with weight 2**-level (the
+    # full-resolution output's: 1). Training only: the saved model has the one output. 0: off.
+    deep_supervision: int = 2
     # Data.
     dataset: str = "dataset1"
     fold: int = 0
@@ -164,9 +166,9 @@ class UNetConfig:
         if not self.nucleus_weight > 0.0:
             problems.append(f"nucleus_weight={self.nucleus_weight} (expected > 0; 1: the whole "
                             "cell's weight)")
-        if not 0 <= self.deep_supervision < self.depth:
-            problems.append(f"deep_supervision={self.deep_supervision} (expected 0..depth-1="
-                            f"{self.depth - 1}: the decoder levels below the top; 0: off)")
+        if self.deep_supervision < 0:
+            problems.append(f"deep_supervision={self.deep_supervision} (expected >= 0: decoder "
+                            "levels below the top; 0: off)")
         if not 0 <= self.final_zoom_epochs <= self.epochs:
             problems.append(f"final_zoom_epochs={self.final_zoom_epochs} (expected 0..epochs="
                             f"{self.epochs})")
@@ -234,10 +236,15 @@ class UNetConfig:
             return [1.0, self.nucleus_weight]
         return None
 
+    @property
+    def supervised_levels(self) -> int:
+        """The decoder levels below the top that deep supervision trains (those that exist)."""
+        return min(self.deep_supervision, self.depth - 1)
+
     def head_weights(self) -> list[float]:
         """The training loss's weight of each output head: the full-resolution output's 1,
         then 2**-level for each deep-supervision level, normalised to sum to 1."""
-        weights = [2.0**-level for level in range(self.deep_supervision + 1)]
+        weights = [2.0**-level for level in range(self.supervised_levels + 1)]
         return [w / sum(weights) for w in weights]
 
     def to_dict(self) -> dict[str, Any]:
@@ -277,7 +284,7 @@ class UNetConfig:
 # The seed's recipe (the 1.95 M-parameter, one-output U-Net the project started from), for
 # side-by-side comparisons: UNetConfig(**SEED_RECIPE).
 SEED_RECIPE = {"base_filters": 16, "out_channels": 1, "scale_range": (0.8, 1.25),
-               "stain_augment": True, "batch_size": 16}
+               "stain_augment": True, "batch_size": 16, "deep_supervision": 0}
 
 
 def resolve_run(path: str | Path) -> tuple[Path, UNetConfig]:

@@ -62,18 +62,19 @@ def build_unet(config: UNetConfig) -> keras.Model:
 def build_training_model(config: UNetConfig) -> tuple[keras.Model, keras.Model]:
     """(the model to fit, the U-Net of ``build_unet`` inside it, sharing its layers).
 
-    Without ``config.deep_supervision`` both are the same model. With N levels, the model to
-    fit outputs the U-Net's ``probability`` concatenated (channels) with one head per decoder
-    level 1..N: a 1x1 convolution of that level's features, bilinearly upsampled to the input's
-    size (as logits), then a sigmoid; ``losses.BCEDiceLoss(heads=N + 1)`` scores each head
-    against the same mask. The U-Net alone is what is validated and saved.
+    Without deep supervision both are the same model. With N levels
+    (``config.supervised_levels``), the model to fit outputs the U-Net's ``probability``
+    concatenated (channels) with one head per decoder level 1..N: a 1x1 convolution of that
+    level's features, bilinearly upsampled to the input's size (as logits), then a sigmoid;
+    ``losses.BCEDiceLoss(head_weights=config.head_weights())`` scores each head against the
+    same mask. The U-Net alone is what is validated and saved.
     """
     inputs, outputs, decoder = _unet_graph(config)
     model = keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
-    if not config.deep_supervision:
+    if not config.supervised_levels:
         return model, model
     heads = [outputs]
-    for level in range(1, config.deep_supervision + 1):
+    for level in range(1, config.supervised_levels + 1):
         logits = layers.Conv2D(
             config.out_channels, 1, dtype="float32",
             kernel_initializer=kernel_initializer(config, "glorot_uniform"),
