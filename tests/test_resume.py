@@ -275,7 +275,7 @@ def test_weight_average_is_what_validation_scores_and_the_run_keeps(tmp_path, mo
     from unet_keras.evaluate import score_probabilities
     from unet_keras.inference import predict_probabilities
     import unet_keras.train
-    from unet_keras.model import build_unet, load_model
+    from unet_keras.model import build_training_model, load_model
     from unet_keras.train import compile_model, train
 
     def stop(*args):
@@ -290,20 +290,23 @@ def test_weight_average_is_what_validation_scores_and_the_run_keeps(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         train(config, data, tmp_path / "run", verbose=0)
 
-    model = build_unet(config)
-    compile_model(model, config, steps_per_epoch=1)
+    # The default recipe's deep supervision: the run fits the U-Net with a head on level 1, and
+    # averages the head's weights too; model.keras holds the U-Net's averaged weights alone.
+    training, model = build_training_model(config)
+    assert training is not model
+    compile_model(training, config, steps_per_epoch=1)
     checkpoint = read_checkpoint(tmp_path / "run.partial" / "checkpoint.npz")
     (tmp_path / "restored").mkdir()  # restore rewrites model.keras and history.csv there
-    restore(model, checkpoint, tmp_path / "restored")
-    raw = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
-    average = [keras.ops.convert_to_numpy(v)
-               for v in model.optimizer._model_variables_moving_average]
+    restore(training, checkpoint, tmp_path / "restored", saved=model)
+    raw = [keras.ops.convert_to_numpy(v) for v in training.trainable_variables]
+    average = {v.path: keras.ops.convert_to_numpy(a) for v, a in zip(
+        training.trainable_variables, training.optimizer._model_variables_moving_average)}
     kept_model = load_model(tmp_path / "run.partial" / "model.keras")
-    kept = [keras.ops.convert_to_numpy(v) for v in kept_model.trainable_variables]
-    assert len(raw) == len(average) == len(kept) > 10
-    assert any(not np.allclose(r, a) for r, a in zip(raw, average))  # the average is not the raw
-    for k, a in zip(kept, average):
-        np.testing.assert_array_equal(k, a)  # one epoch, so the kept epoch is the last
+    kept = {v.path: keras.ops.convert_to_numpy(v) for v in kept_model.trainable_variables}
+    assert len(raw) == len(average) == len(kept) + 2 > 10  # + the head's kernel and bias
+    assert any(not np.allclose(r, a) for r, a in zip(raw, average.values()))  # not the raw
+    for path, value in kept.items():
+        np.testing.assert_array_equal(value, average[path])  # one epoch: the kept is the last
 
     probs = predict_probabilities(kept_model, [e["image"] for e in data.val], config.multiple)
     val_dice = score_probabilities(probs, data.val, (0.5,) * config.out_channels)[1]["whole_cell_dice"]
