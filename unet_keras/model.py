@@ -55,8 +55,7 @@ def build_unet(config: UNetConfig) -> keras.Model:
     Input ``image``: (None, None, 3) float32 in [0, 1], sides a multiple of ``2**depth``.
     Output ``probability``: sigmoid, one channel per head (whole cell[, nucleus]).
     """
-    inputs, outputs, _ = _unet_graph(config)
-    return keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
+    return _unet(config)[0]
 
 
 def build_training_model(config: UNetConfig) -> tuple[keras.Model, keras.Model]:
@@ -69,11 +68,10 @@ def build_training_model(config: UNetConfig) -> tuple[keras.Model, keras.Model]:
     ``losses.BCEDiceLoss(head_weights=config.head_weights())`` scores each head against the
     same mask. The U-Net alone is what is validated and saved.
     """
-    inputs, outputs, decoder = _unet_graph(config)
-    model = keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
+    model, decoder = _unet(config)
     if not config.supervised_levels:
         return model, model
-    heads = [outputs]
+    heads = [model.output]
     for level in range(1, config.supervised_levels + 1):
         logits = layers.Conv2D(
             config.out_channels, 1, dtype="float32",
@@ -83,13 +81,13 @@ def build_training_model(config: UNetConfig) -> tuple[keras.Model, keras.Model]:
         logits = layers.UpSampling2D(2**level, interpolation="bilinear",
                                      name=f"aux{level}_up")(logits)
         heads.append(layers.Activation("sigmoid", dtype="float32", name=f"aux{level}")(logits))
-    training = keras.Model(inputs, layers.Concatenate(name="heads")(heads),
+    training = keras.Model(model.input, layers.Concatenate(name="heads")(heads),
                            name=f"{model.name}_deep_supervision")
     return training, model
 
 
-def _unet_graph(config: UNetConfig):
-    """The U-Net's tensors: (input, output, {decoder level: its features})."""
+def _unet(config: UNetConfig) -> tuple[keras.Model, dict]:
+    """The U-Net and its decoder's features by level (what deep-supervision heads read)."""
     inputs = keras.Input(shape=(None, None, 3), name=INPUT_NAME)
     x = inputs
     skips = []
@@ -116,7 +114,8 @@ def _unet_graph(config: UNetConfig):
         config.out_channels, 1, activation="sigmoid", dtype="float32",
         kernel_initializer=kernel_initializer(config, "glorot_uniform"), name=OUTPUT_NAME,
     )(x)
-    return inputs, outputs, decoder
+    model = keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
+    return model, decoder
 
 
 def recompute_batch_norm(model: keras.Model, batches: Iterable[np.ndarray]) -> int:
