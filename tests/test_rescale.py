@@ -92,6 +92,30 @@ def test_auto_scale_is_not_fooled_by_fragments_of_a_large_cell():
     assert (found & (disk > 0)).sum() / (found | (disk > 0)).sum() > 0.97
 
 
+class MissesSmallCells(DarkIsCell):
+    """A stand-in model that, like a real one, does not see cells far smaller than any it
+    trained on: an object under ``limit`` px wide in its input comes out as background."""
+
+    limit = 30
+
+    def __call__(self, image):
+        dark = super().__call__(image)
+        return dark if dark.sum() >= np.pi / 4 * self.limit**2 else np.zeros_like(dark)
+
+
+def test_auto_scale_finds_cells_too_small_for_the_first_pass():
+    image, disk = disk_image(64, 25)  # a third of the reference: the first pass sees nothing
+    fn = MissesSmallCells()
+    predictor = ScaledPredictor(fn, "auto", reference=75.0)
+    prob = predictor(image)
+    # Enlarged 1.4x (35 px) and 2x (50 px) the cell is still more than 1.4x under 75 px;
+    # 2.8x (70 px) and 4x (100 px) are within it, 2.8x the closer.
+    assert fn.shapes == [(64, 64), (90, 90), (128, 128), (179, 179), (256, 256)]
+    assert predictor.factors == [2.8] and prob.shape == (64, 64, 1)
+    found = prob[..., 0] > 0.5
+    assert (found & (disk > 0)).sum() / (found | (disk > 0)).sum() > 0.9
+
+
 def test_auto_scale_leaves_cells_within_the_tolerance_alone():
     fn = DarkIsCell()
     predictor = ScaledPredictor(fn, "auto", reference=75.0)

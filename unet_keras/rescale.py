@@ -12,7 +12,10 @@ resamples each image before the model and the probabilities back to the image's 
   magnification cost one pass and come out unchanged. A first pass that calls for enlarging
   is checked first: cells far larger than any the model trained on come out in fragments, which
   look like small cells; shrunken views (``SHRINK_CHECKS``) that show larger cells at the
-  training size win over the enlargement.
+  training size win over the enlargement. A first pass that finds no cell at all is checked
+  too: cells far smaller than the training ones (a third of their size, say) can vanish from
+  the model's view, and enlarged views (``ENLARGE_CHECKS``) that show cells at the training
+  size are taken instead; where none does, the first pass stands.
 
 Resampling is bilinear and anti-aliased when shrinking, as in the robustness benchmark's zoom.
 Works on any one-image probability function: the Keras model's or the ONNX runtime's.
@@ -21,7 +24,7 @@ Works on any one-image probability function: the Keras model's or the ONNX runti
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from skimage.measure import label as connected_components
@@ -47,6 +50,9 @@ _MIN_WIDTH_FRACTION = 0.5
 # Shrunken views tried when a first pass calls for enlarging (a factor sqrt(2) apart, so one
 # of them brings cells 1.4-5.7x the training size to within AUTO_TOLERANCE of it).
 SHRINK_CHECKS = (0.25, 0.35, 0.5, 0.7)
+# Enlarged views tried when a first pass finds no cell (a factor sqrt(2) apart, so one of them
+# brings cells 0.18-0.7x the training size to within AUTO_TOLERANCE of it).
+ENLARGE_CHECKS = (1.4, 2.0, 2.8, 4.0)
 
 
 class ScaleError(ValueError):
@@ -182,40 +188,51 @@ class ScaledPredictor:
             return predict_at_scale(self.fn, image, factor)
         prob = self.fn(image)
         size = cell_size(prob, self.threshold)
-        factor = None if size is None else bounded_factor(
-            prob.shape, float(np.clip(self.reference / size, *SCALE_LIMITS)))
-        if factor is None or 1 / self.tolerance <= factor <= self.tolerance:
+        if size is None:
+            # Enlarging never goes past the pixel bound; views it would clip are not tried.
+            views = [f for f in ENLARGE_CHECKS if bounded_factor(prob.shape, f) == f]
+            smaller = self._view_at_training_size(image, views)
+            if smaller is not None:
+                log.info("first pass found no cell: cells at the training size at %.2fx",
+                         smaller[0])
+            factor, prob = smaller or (1.0, prob)
+            self.factors.append(factor)
+            return prob
+        factor = bounded_factor(prob.shape, float(np.clip(self.reference / size, *SCALE_LIMITS)))
+        if 1 / self.tolerance <= factor <= self.tolerance:
             self.factors.append(1.0)
             return prob
         if factor > 1.0:
-            larger = self._larger_cells(image, size)
+            # A model meets cells far larger than its training crops only in pieces: a first
+            # pass over them measures fragments and calls for enlarging, which makes them
+            # larger still. Fragments do not add up to a larger cell, so a larger cell at the
+            # training size in a shrunken view is the image's cell. Small cells stay small
+            # when shrunk: nothing there.
+            larger = self._view_at_training_size(image, SHRINK_CHECKS,
+                                                 wider_than=self.tolerance * size)
             if larger is not None:
+                log.info("first pass found fragments: cells at the training size at %.2fx",
+                         larger[0])
                 self.factors.append(larger[0])
                 return larger[1]
         log.info("cells %.2fx the training size: predicting again at %.2fx", 1 / factor, factor)
         self.factors.append(factor)
         return predict_at_scale(self.fn, image, factor)
 
-    def _larger_cells(self, image: np.ndarray, size: float) -> tuple[float, np.ndarray] | None:
-        """(factor, probabilities) of the ``SHRINK_CHECKS`` view that shows cells more than
-        ``tolerance`` times larger than the first pass's ``size`` px at the training size
-        (within ``tolerance``; the closest to it when several do), or None when none does.
+    def _view_at_training_size(self, image: np.ndarray, factors: Sequence[float],
+                               wider_than: float = 0.0) -> tuple[float, np.ndarray] | None:
+        """(factor, probabilities) of the view among ``factors`` that shows cells at the training
+        size (within ``tolerance``; the closest to it when several do), or None when none does.
 
-        A model meets cells far larger than its training crops only in pieces: a first pass
-        over them measures fragments and calls for enlarging, which makes them larger still.
-        Fragments do not add up to a larger cell, so a larger cell at the training size in a
-        shrunken view is the image's cell. Small cells stay small when shrunk: nothing here.
+        Only cells wider than ``wider_than`` px (measured on the image's own grid) count.
         """
         best = None
-        for factor in SHRINK_CHECKS:
+        for factor in factors:
             prob = predict_at_scale(self.fn, image, factor)
             found = cell_size(prob, self.threshold)
-            if found is None or found <= self.tolerance * size:
+            if found is None or found <= wider_than:
                 continue
             miss = abs(np.log(self.reference / (found * factor)))
             if miss <= np.log(self.tolerance) and (best is None or miss < best[0]):
                 best = (miss, factor, prob)
-        if best is None:
-            return None
-        log.info("first pass found fragments: cells at the training size at %.2fx", best[1])
-        return best[1], best[2]
+        return None if best is None else (best[1], best[2])
