@@ -146,6 +146,14 @@ def test_enlargement_stops_at_the_pixel_bound(monkeypatch, caplog):
     fixed = ScaledPredictor(fn, 4.0)
     fixed(image)
     assert fixed.factors == [2.0] and fn.shapes[-1] == (200, 200)
+    # No cell found: only the enlarged views within the bound are tried after the first pass
+    # (1.4x, and 2x exactly at it; not 2.8x or 4x), and none is reported as lowered.
+    caplog.clear()
+    blank = np.full((100, 100, 3), 230, np.uint8)
+    with caplog.at_level("WARNING", logger="unet_keras.rescale"):
+        predictor(blank)
+    assert fn.shapes[-3:] == [(100, 100), (140, 140), (200, 200)]
+    assert predictor.factors[-1] == 1.0 and "instead" not in caplog.text
     big = np.zeros((300, 300, 3), np.uint8)  # already over the bound: not enlarged at all
     assert rescale.bounded_factor(big.shape, 3.0) == 1.0
     assert rescale.bounded_factor(big.shape, 0.5) == 0.5  # shrinking is never bounded

@@ -112,12 +112,18 @@ def scaled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
     return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
 
 
+def within_pixel_bound(shape: tuple[int, ...], factor: float) -> bool:
+    """Whether resampling by ``factor`` keeps the image within ``MAX_SCALED_PIXELS`` (shrinking
+    always does)."""
+    return factor <= 1.0 or shape[0] * shape[1] * factor**2 <= MAX_SCALED_PIXELS
+
+
 def bounded_factor(shape: tuple[int, ...], factor: float) -> float:
     """``factor``, lowered where needed so the resampled image has at most ``MAX_SCALED_PIXELS``
     (never below 1: an image already that large is not enlarged)."""
-    pixels = shape[0] * shape[1]
-    if factor <= 1.0 or pixels * factor**2 <= MAX_SCALED_PIXELS:
+    if within_pixel_bound(shape, factor):
         return factor
+    pixels = shape[0] * shape[1]
     bounded = max(1.0, float(np.sqrt(MAX_SCALED_PIXELS / pixels)))
     log.warning("a %dx%d image enlarged %.2fx would have %.0f Mpx: enlarged %.2fx instead "
                 "(at most %d Mpx)", shape[1], shape[0], factor, pixels * factor**2 / 1e6,
@@ -189,8 +195,9 @@ class ScaledPredictor:
         prob = self.fn(image)
         size = cell_size(prob, self.threshold)
         if size is None:
-            # Enlarging never goes past the pixel bound; views it would clip are not tried.
-            views = [f for f in ENLARGE_CHECKS if bounded_factor(prob.shape, f) == f]
+            # Enlarging never goes past the pixel bound; views beyond it are not tried (nor
+            # logged as lowered: bounded_factor's warning is for an enlargement that happens).
+            views = [f for f in ENLARGE_CHECKS if within_pixel_bound(prob.shape, f)]
             smaller = self._view_at_training_size(image, views)
             if smaller is not None:
                 log.info("first pass found no cell: cells at the training size at %.2fx",
