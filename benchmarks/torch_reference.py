@@ -112,6 +112,9 @@ def fit(config: UNetConfig, data: FoldData, run: Path,
     if config.supervised_levels:
         raise ValueError(f"deep_supervision={config.deep_supervision}: the PyTorch reference "
                          "U-Net has no deep-supervision heads; train it with deep_supervision=0")
+    if config.boundary_weight:
+        raise ValueError(f"boundary_weight={config.boundary_weight}: the PyTorch reference's "
+                         "loss weighs every pixel alike; train it with boundary_weight=0")
     seed_everything(config.seed)
     batches = TrainingBatches(data.train, config, seed=config.seed)
     # Keras' fit draws one batch to build the loss, then restarts the epoch (Keras 3, checked by

@@ -172,8 +172,54 @@ def test_nucleus_weight_weights_the_loss_channels():
     assert model.loss.channel_weights == [1.0, 3.0]
 
 
+def test_boundary_band_marks_two_pixels_either_side_of_each_edge():
+    from unet_keras.losses import boundary_band
+
+    mask = np.zeros((1, 12, 12, 1), np.float32)
+    mask[0, 4:10, 4:10] = 1  # a 6 x 6 square
+    band = np.asarray(boundary_band(mask))[0, ..., 0]
+    expected = np.zeros((12, 12))
+    expected[2:12, 2:12] = 1  # 2 px outside the square, cut at the image's border
+    expected[6:8, 6:8] = 0  # more than 2 px inside it
+    np.testing.assert_array_equal(band, expected)
+    # A cell running off the image has no band along the border; anti-aliased edges give less.
+    half = np.zeros((1, 8, 8, 1), np.float32)
+    half[0, :, 4:] = 1
+    half[0, :, 3] = 0.5
+    band = np.asarray(boundary_band(half, width=3))[0, ..., 0]
+    np.testing.assert_allclose(band[0], [0, 0, 0.5, 1, 0.5, 0, 0, 0])
+    assert (band == band[0]).all()
+
+
+def test_boundary_weight_weighs_the_cross_entropy_near_edges():
+    from unet_keras.losses import boundary_band
+
+    rng = np.random.default_rng(5)
+    y_true = np.zeros((2, 16, 16, 2), np.float32)
+    y_true[:, 3:11, 5:13] = 1
+    y_pred = rng.uniform(0.05, 0.95, y_true.shape).astype(np.float32)
+    band = np.asarray(boundary_band(y_true))
+    bce = -(y_true * np.log(y_pred) + (1 - y_true) * np.log(1 - y_pred))
+    plain = BCEDiceLoss()
+    weighted = BCEDiceLoss(boundary_weight=3.0)
+    extra = 3.0 * (band * bce).mean()  # the BCE's mean gains 3x its band pixels' share
+    assert float(weighted(y_true, y_pred)) == pytest.approx(float(plain(y_true, y_pred)) + extra,
+                                                            rel=1e-5)
+    assert extra > 0
+    assert float(BCEDiceLoss(boundary_weight=0.0)(y_true, y_pred)) == float(plain(y_true, y_pred))
+    # Training compiles it from the config, and a negative weight is refused.
+    from unet_keras.train import compile_model
+
+    config = UNetConfig(**TINY, boundary_weight=2.0)
+    model = build_unet(config)
+    compile_model(model, config, steps_per_epoch=1)
+    assert model.loss.boundary_weight == 2.0
+    with pytest.raises(ConfigError, match=r"boundary_weight=-1.0 \(expected >= 0"):
+        UNetConfig(boundary_weight=-1.0)
+
+
 def test_loss_config_round_trip():
-    loss = BCEDiceLoss(smooth=2.0, bce_weight=0.5, channel_weights=[1, 2])
+    loss = BCEDiceLoss(smooth=2.0, bce_weight=0.5, channel_weights=[1, 2], boundary_weight=2.0)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(clone, BCEDiceLoss)
     assert clone.get_config() == loss.get_config()

@@ -30,6 +30,9 @@ def test_tiny_run_writes_keras_metrics_and_skips_complete_folds(tmp_path, monkey
     deep = dataclasses.replace(TINY, deep_supervision=1)
     with pytest.raises(ValueError, match="deep_supervision=1: the PyTorch reference U-Net has no"):
         torch_reference.run_reference(deep, out, [1], threads=1, synthetic=True)
+    edges = dataclasses.replace(TINY, boundary_weight=2.0)
+    with pytest.raises(ValueError, match="boundary_weight=2.0: the PyTorch reference's loss"):
+        torch_reference.run_reference(edges, out, [1], threads=1, synthetic=True)
     assert not (out / "fold-1").exists()
     summary = torch_reference.run_reference(TINY, out, [1], threads=1, synthetic=True)
 

@@ -28,6 +28,7 @@ RECIPE_FLAGS = {
     "test_ids": "test_ids", "checkpoint_metric": "checkpoint_metric",
     "batch_norm_stats": "batch_norm_stats", "nucleus_weight": "nucleus_weight",
     "final_zoom_epochs": "final_zoom_epochs", "deep_supervision": "deep_supervision",
+    "boundary_weight": "boundary_weight",
 }
 
 
@@ -84,6 +85,9 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--nucleus-weight", type=float, metavar="W",
                    help="weight of the nucleus channel's BCE-Dice loss against the whole cell's "
                         f"1 (two outputs); default {DEFAULTS.nucleus_weight}")
+    p.add_argument("--boundary-weight", type=float, metavar="B",
+                   help="weigh each pixel's cross-entropy 1 + B within 2 px of a mask's boundary "
+                        f"(0: every pixel alike); default {DEFAULTS.boundary_weight}")
     p.add_argument("--deep-supervision", type=int, metavar="N",
                    help="train N decoder levels below the top (1/2, 1/4, ... resolution) through "
                         "their own 1x1 heads too, weighted 2**-level in the loss; the saved model "

@@ -74,6 +74,9 @@ class UNetConfig:
     dice_smooth: float = 1.0
     # Weight of the nucleus channel's loss against the whole cell's 1 (two outputs).
     nucleus_weight: float = 1.0
+    # B > 0: each pixel's BCE within 2 px of a mask's boundary counts 1 + B times
+    # (losses.boundary_band); 0: every pixel alike.
+    boundary_weight: float = 0.0
     # Deep supervision: N > 0 adds a 1x1 sigmoid head to each of the N decoder levels below the
     # top (1/2, 1/4, ... resolution; at most the depth - 1 there are), upsampled to the input's
     # size, whose BCE-Dice counts in the training loss with weight 2**-level (the
@@ -169,6 +172,8 @@ class UNetConfig:
         if not self.nucleus_weight > 0.0:
             problems.append(f"nucleus_weight={self.nucleus_weight} (expected > 0; 1: the whole "
                             "cell's weight)")
+        if not self.boundary_weight >= 0.0:
+            problems.append(f"boundary_weight={self.boundary_weight} (expected >= 0; 0: off)")
         if self.deep_supervision < 0:
             problems.append(f"deep_supervision={self.deep_supervision} (expected >= 0: decoder "
                             "levels below the top; 0: off)")

@@ -16,8 +16,19 @@ def soft_dice(y_true, y_pred, smooth: float = 1.0):
     return (2.0 * intersection + smooth) / (total + smooth)
 
 
-def binary_crossentropy_map(y_true, y_pred, from_logits: bool = False):
-    """Mean binary cross-entropy per sample and channel, shape (N, C)."""
+def boundary_band(y_true, width: int = 5):
+    """Per pixel and channel, how far the mask changes within a ``width`` x ``width`` window
+    (its maximum less its minimum there): 1 within ``width // 2`` px of a binary mask's
+    boundary, on either side, else 0; fractional along anti-aliased edges. The window is cut at
+    the image's border, so a cell that runs off the image has no band there."""
+    dilated = ops.max_pool(y_true, pool_size=width, strides=1, padding="same")
+    eroded = -ops.max_pool(-y_true, pool_size=width, strides=1, padding="same")
+    return dilated - eroded
+
+
+def binary_crossentropy_map(y_true, y_pred, from_logits: bool = False, pixel_weights=None):
+    """Mean binary cross-entropy per sample and channel, shape (N, C); ``pixel_weights``
+    (shaped as ``y_true``) multiplies each pixel's term before the mean."""
     if from_logits:
         # log(1 + exp(-|x|)) + max(x, 0) - x * y, stable for large |x|.
         bce = ops.relu(y_pred) - y_pred * y_true + ops.log1p(ops.exp(-ops.abs(y_pred)))
@@ -25,14 +36,20 @@ def binary_crossentropy_map(y_true, y_pred, from_logits: bool = False):
         eps = keras.config.epsilon()
         p = ops.clip(y_pred, eps, 1.0 - eps)
         bce = -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+    if pixel_weights is not None:
+        bce = bce * pixel_weights
     return ops.mean(bce, axis=(1, 2))
 
 
 def bce_dice(y_true, y_pred, from_logits=False, smooth=1.0, bce_weight=1.0, dice_weight=1.0,
-             channel_weights=None):
-    """Per-sample loss: weighted mean over channels of bce_weight*BCE + dice_weight*(1 - Dice)."""
+             channel_weights=None, boundary_weight=0.0, boundary_width=5):
+    """Per-sample loss: weighted mean over channels of bce_weight*BCE + dice_weight*(1 - Dice);
+    with ``boundary_weight`` B > 0 each pixel's BCE counts 1 + B times its ``boundary_band``."""
     y_true = ops.cast(y_true, y_pred.dtype)
-    bce = binary_crossentropy_map(y_true, y_pred, from_logits)
+    pixel_weights = None
+    if boundary_weight:
+        pixel_weights = 1.0 + boundary_weight * boundary_band(y_true, boundary_width)
+    bce = binary_crossentropy_map(y_true, y_pred, from_logits, pixel_weights)
     probs = ops.sigmoid(y_pred) if from_logits else y_pred
     dice = soft_dice(y_true, probs, smooth)
     per_channel = bce_weight * bce + dice_weight * (1.0 - dice)
@@ -54,11 +71,14 @@ class BCEDiceLoss(keras.losses.Loss):
         head_weights: with deep supervision (``model.build_training_model``), the weight of each
             head whose channels are concatenated in the prediction (the full-resolution
             output first), each head scored against the same mask; default: one head.
+        boundary_weight: B > 0 weighs each pixel's BCE 1 + B within ``boundary_width // 2`` px
+            of the mask's boundary (``boundary_band``), 1 elsewhere; 0: every pixel alike.
     """
 
     def __init__(self, from_logits: bool = False, smooth: float = 1.0, bce_weight: float = 1.0,
                  dice_weight: float = 1.0, channel_weights: Sequence[float] | None = None,
-                 head_weights: Sequence[float] | None = None, name: str = "bce_dice",
+                 head_weights: Sequence[float] | None = None, boundary_weight: float = 0.0,
+                 boundary_width: int = 5, name: str = "bce_dice",
                  reduction: str = "sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = from_logits
@@ -67,18 +87,22 @@ class BCEDiceLoss(keras.losses.Loss):
         self.dice_weight = float(dice_weight)
         self.channel_weights = None if channel_weights is None else [float(w) for w in channel_weights]
         self.head_weights = None if head_weights is None else [float(w) for w in head_weights]
+        self.boundary_weight = float(boundary_weight)
+        self.boundary_width = int(boundary_width)
+
+    def _one_head(self, y_true, y_pred):
+        return bce_dice(y_true, y_pred, self.from_logits, self.smooth, self.bce_weight,
+                        self.dice_weight, self.channel_weights, self.boundary_weight,
+                        self.boundary_width)
 
     def call(self, y_true, y_pred):
         if not self.head_weights:
-            return bce_dice(y_true, y_pred, self.from_logits, self.smooth, self.bce_weight,
-                            self.dice_weight, self.channel_weights)
+            return self._one_head(y_true, y_pred)
         channels = y_pred.shape[-1] // len(self.head_weights)
         total = 0.0
         for head, weight in enumerate(self.head_weights):
             part = y_pred[..., head * channels:(head + 1) * channels]
-            total = total + weight * bce_dice(y_true, part, self.from_logits, self.smooth,
-                                              self.bce_weight, self.dice_weight,
-                                              self.channel_weights)
+            total = total + weight * self._one_head(y_true, part)
         return total
 
     def get_config(self):
@@ -86,6 +110,7 @@ class BCEDiceLoss(keras.losses.Loss):
         config.update(
             from_logits=self.from_logits, smooth=self.smooth, bce_weight=self.bce_weight,
             dice_weight=self.dice_weight, channel_weights=self.channel_weights,
-            head_weights=self.head_weights,
+            head_weights=self.head_weights, boundary_weight=self.boundary_weight,
+            boundary_width=self.boundary_width,
         )
         return config

@@ -89,6 +89,7 @@ def compile_model(model: keras.Model, config: UNetConfig, steps_per_epoch: int) 
         loss=BCEDiceLoss(smooth=config.dice_smooth, bce_weight=config.bce_weight,
                          dice_weight=config.dice_weight,
                          channel_weights=config.loss_channel_weights(),
+                         boundary_weight=config.boundary_weight,
                          head_weights=(config.head_weights()
                                        if model.outputs[0].shape[-1] > config.out_channels
                                        else None)),
