@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from unet_keras.config import UNetConfig
+from unet_keras.config import LEGACY_DEFAULTS, UNetConfig
 from unet_keras.cv import CV_JSON, SCORES, TIMINGS, CVError, complete_folds, recipe, summarize
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "ablation.json", "ABLATION.md", "ablation.png"
@@ -124,7 +124,7 @@ def build(variants: Sequence[tuple[str, Path]]) -> dict:
     summaries = [(label, *load_cv(path), path) for label, path in variants]
     base_label, base, _, base_path = summaries[0]
     # A setting missing from a report written before it existed had its default value then.
-    base_recipe = {**recipe(UNetConfig()), **base["recipe"]}
+    base_recipe = {**recipe(UNetConfig()), **LEGACY_DEFAULTS, **base["recipe"]}
     rows = []
     for label, summary, has_runs, path in summaries:
         split = {k: summary["recipe"][k] for k in SPLIT_KEYS}

@@ -216,6 +216,8 @@ def test_boundary_weight_weighs_the_cross_entropy_near_edges():
     assert model.loss.boundary_weight == 2.0
     with pytest.raises(ConfigError, match=r"boundary_weight=-1.0 \(expected >= 0"):
         UNetConfig(boundary_weight=-1.0)
+    # A config written before the setting existed was trained without it.
+    assert UNetConfig.from_dict({}).boundary_weight == 0.0
 
 
 def test_loss_config_round_trip():

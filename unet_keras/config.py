@@ -20,6 +20,9 @@ CHECKPOINT_METRICS = ("whole_cell", "mean")
 # augmented training crops, in inference mode (unet_keras.model.recompute_batch_norm), or the
 # moving averages training kept. Configs written before the choice existed are "moving".
 BATCH_NORM_STATS = ("recomputed", "moving")
+# What a config written before each of these settings existed was trained with (read by
+# UNetConfig.from_dict and the ablation's comparison of recipes).
+LEGACY_DEFAULTS = {"batch_norm_stats": "moving", "boundary_weight": 0.0}
 # The zoom of the last ``final_zoom_epochs`` epochs (within ``scale_range``): the seed's range,
 # near the training images' own magnification.
 FINAL_SCALE_RANGE = (0.8, 1.25)
@@ -267,7 +270,7 @@ class UNetConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; accepted keys: {sorted(known)}")
-        return cls(**{"batch_norm_stats": "moving", **data})
+        return cls(**{**LEGACY_DEFAULTS, **data})
 
     def save(self, path: str | Path) -> None:
         from unet_keras.image_io import atomic_write_text
