@@ -78,8 +78,9 @@ class UNetConfig:
     # Weight of the nucleus channel's loss against the whole cell's 1 (two outputs).
     nucleus_weight: float = 1.0
     # B > 0: each pixel's BCE within 2 px of a mask's boundary counts 1 + B times
-    # (losses.boundary_band); 0: every pixel alike. 5 against 0 over 5 folds: +0.0002 whole-cell
-    # and +0.0008 nucleus Dice, within run-to-run noise (README, "Boundary-weighted cross-entropy").
+    # (losses.boundary_band); 0: every pixel alike. Against 0 over 5 folds, 5: +0.0002 whole-cell
+    # and +0.0008 nucleus Dice; 10: +0.0006 and -0.0006; within run-to-run noise (README,
+    # "Boundary-weighted cross-entropy").
     boundary_weight: float = 0.0
     # Deep supervision: N > 0 adds a 1x1 sigmoid head to each of the N decoder levels below the
     # top (1/2, 1/4, ... resolution; at most the depth - 1 there are), upsampled to the input's
