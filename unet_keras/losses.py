@@ -41,14 +41,19 @@ def binary_crossentropy_map(y_true, y_pred, from_logits: bool = False, pixel_wei
     return ops.mean(bce, axis=(1, 2))
 
 
+def boundary_weights(y_true, boundary_weight: float, width: int = 5):
+    """Each pixel's BCE weight: 1 + ``boundary_weight`` times its ``boundary_band``; None
+    (every pixel alike) for a weight of 0."""
+    if not boundary_weight:
+        return None
+    return 1.0 + boundary_weight * boundary_band(y_true, width)
+
+
 def bce_dice(y_true, y_pred, from_logits=False, smooth=1.0, bce_weight=1.0, dice_weight=1.0,
-             channel_weights=None, boundary_weight=0.0, boundary_width=5):
+             channel_weights=None, pixel_weights=None):
     """Per-sample loss: weighted mean over channels of bce_weight*BCE + dice_weight*(1 - Dice);
-    with ``boundary_weight`` B > 0 each pixel's BCE counts 1 + B times its ``boundary_band``."""
+    ``pixel_weights`` (shaped as ``y_true``, e.g. ``boundary_weights``) weighs each pixel's BCE."""
     y_true = ops.cast(y_true, y_pred.dtype)
-    pixel_weights = None
-    if boundary_weight:
-        pixel_weights = 1.0 + boundary_weight * boundary_band(y_true, boundary_width)
     bce = binary_crossentropy_map(y_true, y_pred, from_logits, pixel_weights)
     probs = ops.sigmoid(y_pred) if from_logits else y_pred
     dice = soft_dice(y_true, probs, smooth)
@@ -90,19 +95,21 @@ class BCEDiceLoss(keras.losses.Loss):
         self.boundary_weight = float(boundary_weight)
         self.boundary_width = int(boundary_width)
 
-    def _one_head(self, y_true, y_pred):
-        return bce_dice(y_true, y_pred, self.from_logits, self.smooth, self.bce_weight,
-                        self.dice_weight, self.channel_weights, self.boundary_weight,
-                        self.boundary_width)
-
     def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        # Every head is scored against the same mask: one weight map serves them all.
+        pixel_weights = boundary_weights(y_true, self.boundary_weight, self.boundary_width)
+
+        def one_head(part):
+            return bce_dice(y_true, part, self.from_logits, self.smooth, self.bce_weight,
+                            self.dice_weight, self.channel_weights, pixel_weights)
+
         if not self.head_weights:
-            return self._one_head(y_true, y_pred)
+            return one_head(y_pred)
         channels = y_pred.shape[-1] // len(self.head_weights)
         total = 0.0
         for head, weight in enumerate(self.head_weights):
-            part = y_pred[..., head * channels:(head + 1) * channels]
-            total = total + weight * self._one_head(y_true, part)
+            total = total + weight * one_head(y_pred[..., head * channels:(head + 1) * channels])
         return total
 
     def get_config(self):
