@@ -345,6 +345,10 @@ def test_deep_supervision_trains_heads_beside_the_unet_it_saves():
     assert UNetConfig(**TINY, deep_supervision=3).supervised_levels == 1
     with pytest.raises(ConfigError, match=r"deep_supervision=-1 \(expected >= 0"):
         UNetConfig(**TINY, deep_supervision=-1)
+    # A config written before the setting existed was trained without heads; one that names it
+    # keeps its own.
+    assert UNetConfig.from_dict({}).deep_supervision == 0
+    assert UNetConfig.from_dict({"deep_supervision": 3}).deep_supervision == 3
 
 
 def test_deep_supervision_loss_is_the_weighted_sum_of_each_heads_loss():

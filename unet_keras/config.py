@@ -21,8 +21,9 @@ CHECKPOINT_METRICS = ("whole_cell", "mean")
 # moving averages training kept. Configs written before the choice existed are "moving".
 BATCH_NORM_STATS = ("recomputed", "moving")
 # What a config written before each of these settings existed was trained with (read by
-# UNetConfig.from_dict and the ablation's comparison of recipes).
-LEGACY_DEFAULTS = {"batch_norm_stats": "moving", "boundary_weight": 0.0}
+# UNetConfig.from_dict and the ablation's comparison of recipes): the settings whose default is
+# not what training did before them.
+LEGACY_DEFAULTS = {"batch_norm_stats": "moving", "boundary_weight": 0.0, "deep_supervision": 0}
 # The zoom of the last ``final_zoom_epochs`` epochs (within ``scale_range``): the seed's range,
 # near the training images' own magnification.
 FINAL_SCALE_RANGE = (0.8, 1.25)
