@@ -152,6 +152,30 @@ def test_selected_images_are_all_or_those_named_in_id_order():
         select_indices(ids, "1,")
 
 
+def test_a_train_fraction_keeps_part_of_the_training_images_nested_and_the_rest_unchanged():
+    whole = load_fold(UNetConfig(fold=1), synthetic=True)
+    parts = {f: load_fold(UNetConfig(fold=1, train_fraction=f), synthetic=True)
+             for f in (0.25, 0.5, 0.75)}
+    ids = {f: [e["image_id"] for e in data.train] for f, data in parts.items()}
+    whole_ids = [e["image_id"] for e in whole.train]
+    assert [len(ids[f]) for f in (0.25, 0.5, 0.75)] == [
+        round(f * len(whole_ids)) for f in (0.25, 0.5, 0.75)]
+    # Drawn from the whole training part in its order, each fraction inside the next.
+    assert set(ids[0.25]) < set(ids[0.5]) < set(ids[0.75]) < set(whole_ids)
+    assert ids[0.5] == [i for i in whole_ids if i in set(ids[0.5])]
+    assert ids[0.5] != whole_ids[:len(ids[0.5])]  # a draw, not the first half
+    for data in parts.values():  # validation and test as they were
+        assert [e["image_id"] for e in data.val] == [e["image_id"] for e in whole.val]
+        assert [e["image_id"] for e in data.test] == [e["image_id"] for e in whole.test]
+    # Another fold draws its own; a tiny fraction keeps one image.
+    other = load_fold(UNetConfig(fold=2, train_fraction=0.5), synthetic=True)
+    assert len(load_fold(UNetConfig(train_fraction=1e-6), synthetic=True).train) == 1
+    assert [e["image_id"] for e in other.train] != ids[0.5]
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=f"train_fraction={bad} \\(expected 0 < F <= 1"):
+            UNetConfig(train_fraction=bad)
+
+
 def test_a_config_with_bad_test_ids_is_refused_and_load_fold_names_the_data():
     with pytest.raises(ConfigError, match="range '9-1'"):
         UNetConfig(test_ids="9-1")

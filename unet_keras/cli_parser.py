@@ -28,7 +28,7 @@ RECIPE_FLAGS = {
     "test_ids": "test_ids", "checkpoint_metric": "checkpoint_metric",
     "batch_norm_stats": "batch_norm_stats", "nucleus_weight": "nucleus_weight",
     "final_zoom_epochs": "final_zoom_epochs", "deep_supervision": "deep_supervision",
-    "boundary_weight": "boundary_weight",
+    "boundary_weight": "boundary_weight", "train_fraction": "train_fraction",
 }
 
 
@@ -56,6 +56,10 @@ def _add_training_options(p, fold: bool = True) -> None:
                        help="test on these image ids instead of a fold (201-300: Dataset 1's "
                             "white-background batch; ids and LOW-HIGH ranges, comma-separated); "
                             "validation comes from the other images as for a fold")
+    p.add_argument("--train-fraction", type=float, metavar="F",
+                   help="train on this fraction of the training part only (validation and test "
+                        "unchanged; smaller fractions' images lie inside larger ones'): a "
+                        f"learning curve; default {DEFAULTS.train_fraction}")
     p.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs}")
     p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS.batch_size}")
     p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")

@@ -97,6 +97,10 @@ class UNetConfig:
     test_ids: str = ""
     split_seed: int = 42
     val_fraction: float = 0.1
+    # F < 1: train on that fraction of the training part only (a draw seeded by split_seed and
+    # the fold, each smaller fraction's images inside each larger one's; validation and test
+    # parts unchanged): for learning curves, how much more annotated data would bring.
+    train_fraction: float = 1.0
     image_size: int = 128
     augment: bool = True
     stain_augment: bool = False  # haematoxylin-eosin-DAB jitter (colour jitter stays on)
@@ -160,6 +164,9 @@ class UNetConfig:
             problems.append(f"out_channels={self.out_channels} (expected 1 or 2)")
         if not 0 <= self.fold < self.num_folds:
             problems.append(f"fold={self.fold} (expected 0..{self.num_folds - 1})")
+        if not 0.0 < self.train_fraction <= 1.0:
+            problems.append(f"train_fraction={self.train_fraction} (expected 0 < F <= 1; 1: the "
+                            "whole training part)")
         if self.image_size % self.multiple:
             problems.append(f"image_size={self.image_size} (expected a multiple of {self.multiple})")
         if not 0.0 <= self.class_balance <= 1.0:

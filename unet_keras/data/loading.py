@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from unet_keras.config import UNetConfig
 from unet_keras.data.splits import fold_indices, holdout_indices, select_indices
 from unet_keras.data.zheng2018 import default_data_dir
@@ -70,8 +72,19 @@ def split_examples(config: UNetConfig, examples: list[dict], source: str,
     else:
         parts = fold_indices(ids, config.fold, config.num_folds, config.split_seed,
                              config.val_fraction)
+    if config.train_fraction < 1.0:
+        parts["train"] = subsample(parts["train"], config.train_fraction,
+                                   (config.split_seed, config.fold))
     pick = {name: [examples[i] for i in idx] for name, idx in parts.items()}
     return FoldData(pick["train"], pick["val"], pick["test"], source, synthetic)
+
+
+def subsample(indices: list[int], fraction: float, seed: tuple[int, ...]) -> list[int]:
+    """``fraction`` of ``indices`` (at least one), in their order: the first of one seeded
+    permutation, so that a smaller fraction's choice lies inside a larger one's."""
+    keep = max(1, round(fraction * len(indices)))
+    order = np.random.default_rng(list(seed)).permutation(len(indices))
+    return [indices[i] for i in sorted(order[:keep])]
 
 
 def select_examples(spec: str, examples: list[dict], source: str, synthetic: bool) -> FoldData:
