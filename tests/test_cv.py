@@ -96,6 +96,16 @@ def test_aggregate_only_writes_json_markdown_and_plot(three_folds, capsys):
             "0.3000 ± 0.1000 | 300 ± 265 | 2.00 ± 1.00 |") in markdown
     with Image.open(three_folds / CV_PLOT) as plot:
         assert plot.format == "PNG" and min(plot.size) > 100
+    assert "of the training part" not in markdown
+
+
+def test_the_report_names_a_fraction_of_the_training_part(tmp_path):
+    out = tmp_path / "cv"
+    for fold in (0, 1):
+        make_fold(out, fold, FOLDS[fold], train_fraction=0.5)
+    assert cli.main(["cv", "--aggregate-only", "--out", str(out)]) == 0
+    assert ("10% of the rest for validation; 50% of the training part)"
+            in (out / CV_MARKDOWN).read_text())
 
 
 @pytest.mark.parametrize("damage, named", [

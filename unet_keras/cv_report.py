@@ -32,7 +32,8 @@ def _describe(r: dict) -> str:
             f"({r['lr_schedule']}{f', weight EMA {ema:g}' if (ema := r.get('ema')) else ''}), "
             f"dropout {r['dropout']:g}, augmentation "
             f"{'on' if r['augment'] else 'off'}, seed {r['seed']}; {r['num_folds']} folds "
-            f"(split seed {r['split_seed']}, {r['val_fraction']:.0%} of the rest for validation)")
+            f"(split seed {r['split_seed']}, {r['val_fraction']:.0%} of the rest for validation"
+            f"{f'; {frac:.0%} of the training part' if (frac := r.get('train_fraction', 1)) < 1 else ''})")
 
 
 def render_markdown(summary: dict) -> str:
