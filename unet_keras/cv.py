@@ -142,7 +142,8 @@ def summarize(dirs: Sequence[str | Path]) -> dict:
             raise CVError(f"{run / METRICS_FILENAME}: data source {metrics.get('data_source')!r} "
                           f"differs from {first_metrics.get('data_source')!r} ({first})")
     columns = [k for k in SCORES if all(k in m["test"] for _, m, _ in runs)] + list(TIMINGS)
-    rows = sorted(({"fold": c.fold, "run": str(r), "n_test": m.get("n_test"),
+    rows = sorted(({"fold": c.fold, "run": str(r), "n_train": m.get("n_train"),
+                    "n_test": m.get("n_test"),
                     "best_epoch": m.get("best_epoch"), "devices": m.get("devices", 1),
                     "thresholds": list(c.thresholds), "min_cell_area": c.min_cell_area,
                     "edge_cells": c.edge_cells,
