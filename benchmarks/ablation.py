@@ -227,8 +227,14 @@ def render_plot(report: dict) -> bytes:
             if points:
                 folds, values = zip(*points)
                 ax.plot(folds, values, marker="o", color=f"C{n % 10}", label=v["label"])
-        ax.set_title(SCORES[key])
-        ax.set_xlabel("test fold")
+    return finish_panels(fig, axes, [SCORES[key] for key in PLOTTED], "test fold")
+
+
+def finish_panels(fig, axes, titles: Sequence[str], x_label: str) -> bytes:
+    """Title, label and grid each panel, a legend on the first; the figure as PNG bytes."""
+    for ax, title in zip(axes, titles):
+        ax.set_title(title)
+        ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()

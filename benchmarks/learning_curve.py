@@ -20,14 +20,13 @@ written.
 
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from benchmarks.ablation import format_mean_sd, load_cv, paired, run_cli
+from benchmarks.ablation import finish_panels, format_mean_sd, load_cv, paired, run_cli
 from unet_keras.config import LEGACY_DEFAULTS, UNetConfig
 from unet_keras.cv import SCORES, TIMINGS, CVError, recipe
 
@@ -164,14 +163,7 @@ def render_plot(report: dict) -> bytes:
         ax.plot(fractions, means, marker="o", color="k", lw=2, label="mean")
         ax.set_xscale("log", base=2)
         ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
-        ax.set_title(SCORES[key])
-        ax.set_xlabel("fraction of the training part")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return finish_panels(fig, axes, [SCORES[key] for key in keys], "fraction of the training part")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
