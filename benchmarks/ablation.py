@@ -120,11 +120,16 @@ def by_cell_type(report: dict, labels: dict[str, int]) -> dict:
     return table
 
 
+def full_recipe(summary: dict) -> dict:
+    """A CV summary's recipe, each setting missing from a report written before it existed
+    filled in with what training did then (``LEGACY_DEFAULTS``, else today's default)."""
+    return {**recipe(UNetConfig()), **LEGACY_DEFAULTS, **summary["recipe"]}
+
+
 def build(variants: Sequence[tuple[str, Path]]) -> dict:
     summaries = [(label, *load_cv(path), path) for label, path in variants]
     base_label, base, _, base_path = summaries[0]
-    # A setting missing from a report written before it existed had its default value then.
-    base_recipe = {**recipe(UNetConfig()), **LEGACY_DEFAULTS, **base["recipe"]}
+    base_recipe = full_recipe(base)
     rows = []
     for label, summary, has_runs, path in summaries:
         split = {k: summary["recipe"][k] for k in SPLIT_KEYS}
@@ -153,7 +158,8 @@ def format_mean_sd(mean: float | None, sd: float | None, fmt: str = "{:.4f}") ->
     return fmt.format(mean) + ("" if sd is None else " ± " + fmt.format(sd))
 
 
-def _signed(diff: dict | None) -> str:
+def format_signed(diff: dict | None) -> str:
+    """A paired difference ``{"mean", "sd"}``: "+0.0012 ± 0.0009"; "-" without one."""
     if diff is None:
         return "-"
     sd = "" if diff["sd"] is None else f" ± {diff['sd']:.4f}"
@@ -191,7 +197,7 @@ def render_markdown(report: dict) -> str:
               "|---|---|" + "---|" * len(SCORES)]
     for v in report["variants"][1:]:
         common = next((d["folds"] for d in v["vs_baseline"].values() if d), [])
-        cells = [_signed(v["vs_baseline"][k]) for k in SCORES]
+        cells = [format_signed(v["vs_baseline"][k]) for k in SCORES]
         lines.append(f"| {v['label']} | {len(common)} | " + " | ".join(cells) + " |")
     types = report.get("by_cell_type")
     if types and types["folds"]:

@@ -26,9 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks.ablation import finish_panels, format_mean_sd, load_cv, paired, run_cli
-from unet_keras.config import LEGACY_DEFAULTS, UNetConfig
-from unet_keras.cv import SCORES, TIMINGS, CVError, recipe
+from benchmarks.ablation import (finish_panels, format_mean_sd, format_signed, full_recipe, load_cv,
+                                 paired, run_cli)
+from unet_keras.cv import SCORES, TIMINGS, CVError
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "learning_curve.json", "LEARNING_CURVE.md", "learning_curve.png"
 PLOTTED = ("whole_cell_dice", "nucleus_dice")
@@ -41,10 +41,8 @@ def _fraction(summary: dict) -> float:
 
 
 def _recipe(summary: dict) -> dict:
-    """The recipe less the fraction, a setting missing from an older report filled in with what
-    it trained with then (as the ablation does)."""
-    full = {**recipe(UNetConfig()), **LEGACY_DEFAULTS, **summary["recipe"]}
-    return {k: v for k, v in full.items() if k != FRACTION}
+    """The recipe less the fraction (older reports' missing settings filled in)."""
+    return {k: v for k, v in full_recipe(summary).items() if k != FRACTION}
 
 
 def slope_per_doubling(points: dict[float, float]) -> float:
@@ -130,17 +128,14 @@ def render_markdown(report: dict) -> str:
               "both have (mean ± sd of the per-fold differences):", "",
               "| variant | " + " | ".join(SCORES.values()) + " |", "|---|" + "---|" * len(SCORES)]
     for row in rows[:-1]:
-        cells = ["-" if (d := row["vs_largest"][k]) is None else
-                 f"{d['mean']:+.4f}" + ("" if d["sd"] is None else f" ± {d['sd']:.4f}")
-                 for k in SCORES]
+        cells = [format_signed(row["vs_largest"][k]) for k in SCORES]
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     doubling = report["per_doubling"]
     lines += ["", "Change per doubling of the training images (least-squares slope against "
               f"log2 of the fraction, fold by fold, over folds {report['common_folds']}; mean ± "
               "sd over folds):", "",
               "| " + " | ".join(SCORES[k] for k in doubling) + " |", "|" + "---|" * len(doubling),
-              "| " + " | ".join(f"{d['mean']:+.4f}" + ("" if d["sd"] is None else f" ± {d['sd']:.4f}")
-                                for d in doubling.values()) + " |",
+              "| " + " | ".join(format_signed(d) for d in doubling.values()) + " |",
               "", "Scores are means over each fold's test images (the same images at every "
               "fraction). Numbers: learning_curve.json.", ""]
     return "\n".join(lines)
