@@ -61,8 +61,9 @@ def build(variants: Sequence[tuple[str, Path]]) -> dict:
     """
     if len(variants) < 2:
         raise CVError("a learning curve needs at least two cross-validations (fractions)")
-    loaded = sorted(((_fraction(s), s, path, label) for label, path in variants
-                     for s in [load_cv(path)[0]]), key=lambda item: item[0])
+    summaries = [(load_cv(path)[0], path, label) for label, path in variants]
+    loaded = sorted(((_fraction(s), s, path, label) for s, path, label in summaries),
+                    key=lambda item: item[0])
     full_fraction, full, full_path, _ = loaded[-1]
     reference = _recipe(full)
     seen: dict[float, Path] = {}
