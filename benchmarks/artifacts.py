@@ -91,11 +91,11 @@ def load_test_data(art: Artifacts, work: Path, data_dir: str | None,
     """Preprocessed test images to ``work/test_inputs_*.npy``; returns calibration images.
 
     The test part of the model's own fold (``config.fold``) of its dataset, through
-    ``unet_keras.data.loading.load_fold``; calibration images come from the training part.
+    ``unet_keras.data.loading.load_test_fold``; calibration images come from the training part.
     """
-    from unet_keras.data.loading import load_fold
+    from unet_keras.data.loading import load_test_fold
 
-    fold = load_fold(art.config, data_dir)
+    fold = load_test_fold(art.config, data_dir)
     art.data_source = fold.source + (" [SYNTHETIC]" if fold.synthetic else "")
     art.test_examples = fold.test
     # As unet_keras.inference.predict_probabilities: pad each image to a multiple of 2**depth

@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
               "write them elsewhere (/tmp/...)", file=sys.stderr)
         return 1
     try:
-        from unet_keras.data.loading import load_fold
+        from unet_keras.data.loading import load_test_fold
 
         _, config = resolve_run(args.run)
-        fold = load_fold(config, args.data_dir)
+        fold = load_test_fold(config, args.data_dir)
         if fold.synthetic:
             raise DataError("no real data found: this writes real test images; pass --data-dir")
         count = write_layout(fold.test, args.zoom, out)

@@ -40,13 +40,13 @@ def score_fold(run: Path, fractions: Sequence[float], data_dir: str | None,
                synthetic: bool) -> dict:
     """One fold's validation and test scores at each fraction."""
     from unet_keras import postprocess
-    from unet_keras.data.loading import load_fold
+    from unet_keras.data.loading import load_test_fold
     from unet_keras.evaluate import score_config
     from unet_keras.inference import predict_probabilities
     from unet_keras.model import load_model
 
     _, config = read_fold(run)
-    data = load_fold(config, data_dir, synthetic=synthetic)
+    data = load_test_fold(config, data_dir, synthetic=synthetic)
     model = load_model(run / "model.keras")
     row = {"fold": config.fold, "data_source": data.source}
     default = postprocess.NUCLEUS_FRAGMENT_FRACTION

@@ -69,19 +69,20 @@ def examples_digest(examples: Sequence[dict]) -> str:
 
 
 def load_shared_test(configs: dict[str, tuple[Path, UNetConfig]], data_dir, synthetic: bool):
-    """The test fold all runs share (``load_fold`` of each run's config); refuses differing ones.
+    """The test fold all runs share (``load_test_fold`` of each run's config); refuses differing
+    ones.
 
     Runs are compared by their test images themselves, so recipes that differ only outside the
     split (a validation fraction, say) still compare.
     """
-    from unet_keras.data.loading import load_fold
+    from unet_keras.data.loading import load_test_fold
 
     loaded: dict[str, object] = {}  # a split's settings -> its FoldData, loaded once
     first = None
     for model_path, config in configs.values():
         split = _split(config)
         if split not in loaded:
-            loaded[split] = load_fold(config, data_dir, synthetic=synthetic)
+            loaded[split] = load_test_fold(config, data_dir, synthetic=synthetic)
         digest = examples_digest(loaded[split].test)
         if first is None:
             first = (model_path, split, digest)

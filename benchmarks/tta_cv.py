@@ -47,12 +47,12 @@ def timed_probabilities(model, images, multiple: int, tta: bool) -> tuple[list, 
 
 def score_fold(run: Path, data_dir: str | None, synthetic: bool) -> dict:
     """One fold's test scores plainly and with TTA, and the seconds per image of each."""
-    from unet_keras.data.loading import load_fold
+    from unet_keras.data.loading import load_test_fold
     from unet_keras.evaluate import score_config
     from unet_keras.model import load_model
 
     _, config = read_fold(run)
-    data = load_fold(config, data_dir, synthetic=synthetic)
+    data = load_test_fold(config, data_dir, synthetic=synthetic)
     model = load_model(run / "model.keras")
     images = [e["image"] for e in data.test]
     row = {"fold": config.fold, "n_test": len(images), "data_source": data.source}

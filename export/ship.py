@@ -5,7 +5,8 @@
 
 Writes ``wbc_unet.keras`` (the run's model, without optimizer state), ``wbc_unet.onnx`` (exported through the parity gate
 of ``export.onnx_export``) and ``wbc_unet.json``, the model card: config with tuned thresholds,
-training recipe and time, the run's test-fold figures, the cross-validation summary when
+training recipe and time, the run's test-fold figures (none for a run trained with
+``--all-data``, the usual model to ship), the cross-validation summary when
 ``--cv`` names a ``unet-keras cv`` directory, the ONNX parity figures, and the data citation.
 All three are written to temporary names and renamed together; the set must stay within
 ``--max-mb`` (10 MB by default) so the package stays small.
@@ -43,7 +44,7 @@ def model_card(run: Path, parity: dict, cv: dict | None) -> dict:
     """The card's fields from a finished run's config, metrics and the export report."""
     _, config = resolve_run(run)
     metrics = _read_json(run / "metrics.json")
-    test = metrics.get("test", {})
+    test = metrics.get("test") or {}  # none for a run trained with all_data
     return {
         "name": "wbc_unet",
         "description": "U-Net for white blood cells in stained blood smears: channel 0 whole "
@@ -54,10 +55,12 @@ def model_card(run: Path, parity: dict, cv: dict | None) -> dict:
                  f"multiple of {config.multiple})",
         "output": "probability: float32 NHWC, channels whole cell then nucleus",
         "training": {key: metrics.get(key) for key in
-                     ("data_source", "fold", "n_train", "n_val", "n_test", "epochs_run",
+                     ("data_source", "fold", "all_data", "n_train", "n_val", "n_test", "epochs_run",
                       "best_epoch", "batch_norm_stats", "train_seconds", "train_images_per_second",
                       "machine", "versions")},
-        "test_fold": {key: test.get(key) for key in FIGURES if key in test},
+        # The run's own test part; None when it trained on all the data, whose figures are
+        # then the recipe's cross-validation's.
+        "test_fold": {key: test.get(key) for key in FIGURES if key in test} or None,
         "cross_validation": cv,
         "onnx_parity": parity,
         "data_citation": CITATION,
@@ -126,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"shipped {args.run} -> {args.out} ({card['size_mb']} MB); test fold: {card['test_fold']}")
+    held_out = card["test_fold"] or "none (all data: the recipe's CV figures stand for it)"
+    print(f"shipped {args.run} -> {args.out} ({card['size_mb']} MB); test part: {held_out}")
     return 0
 
 

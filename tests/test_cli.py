@@ -267,3 +267,29 @@ def test_train_on_held_out_ids_and_evaluate_them(tmp_path):
     refused = run_cli("train", "--synthetic", "--test-ids", "nope", "--out", str(tmp_path / "n"))
     assert refused.returncode == 1 and "test ids 'nope' name 0 of the 200" in refused.stderr
     assert not (tmp_path / "n").exists() and not (tmp_path / "n.partial").exists()
+
+
+def test_train_on_all_data_keeps_no_test_part_and_evaluate_refuses_one(tmp_path):
+    out = tmp_path / "all"
+    done = run_cli("train", "--synthetic", "--epochs", "1", *TINY, "--all-data", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train 180, val 20, test 0" in done.stdout and "validation (no test part)" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["all_data"] is True and metrics["test"] is None
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (180, 20, 0)
+    assert metrics["val"]["n_images"] == 20 and not (out / "test_per_image.csv").exists()
+    assert json.loads((out / "config.json").read_text())["all_data"] is True
+    # Its own test part does not exist, whichever fold is asked for; named images still score.
+    for extra in ([], ["--fold", "1"]):
+        refused = run_cli("evaluate", "--model", str(out), "--synthetic", *extra,
+                          "--out", str(tmp_path / "e"))
+        assert refused.returncode == 1 and "trained with --all-data" in refused.stderr
+        assert not (tmp_path / "e").exists()
+    done = run_cli("evaluate", "--model", str(out), "--synthetic", "--images", "synthetic-0001",
+                   "--out", str(tmp_path / "named"))
+    assert done.returncode == 0 and "1 of these 1 images were in the model's training" in done.stdout
+    refused = run_cli("train", "--synthetic", "--all-data", "--test-ids", "1-5",
+                      "--out", str(tmp_path / "both"))
+    assert refused.returncode == 1 and "all_data with test_ids='1-5'" in refused.stderr
+    refused = run_cli("cv", "--synthetic", "--all-data", "--out", str(tmp_path / "cv"))
+    assert refused.returncode == 2 and not (tmp_path / "cv").exists()

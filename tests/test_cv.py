@@ -261,3 +261,15 @@ def test_cv_trains_resumes_an_interrupted_fold_and_reports(tmp_path, monkeypatch
     dice = [row["whole_cell_dice"] for row in summary["folds"]]
     assert summary["mean"]["whole_cell_dice"] == pytest.approx(np.mean(dice))
     assert summary["sd"]["whole_cell_dice"] == pytest.approx(abs(dice[0] - dice[1]) / math.sqrt(2))
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"all_data": True}, "all_data: cross-validation tests on each fold"),
+    ({"test_ids": "1-5"}, "test_ids='1-5': cross-validation tests on each fold"),
+])
+def test_cv_refuses_a_fixed_test_part_or_none(tmp_path, recipe, message):
+    from unet_keras.cv import run_cv
+
+    with pytest.raises(CVError, match=message):
+        run_cv(UNetConfig(**recipe), tmp_path / "cv", [0], synthetic=True)
+    assert not (tmp_path / "cv").exists()

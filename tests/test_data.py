@@ -4,7 +4,8 @@ from PIL import Image
 
 from unet_keras.config import ConfigError, UNetConfig
 from unet_keras.data.loading import load_fold
-from unet_keras.data.splits import fold_indices, holdout_indices, select_indices
+from unet_keras.data.splits import (all_data_indices, fold_indices, holdout_indices,
+                                    select_indices)
 from unet_keras.data.tfds_builder import load_examples
 from unet_keras.data.zheng2018 import DataError, scan_pairs
 
@@ -129,6 +130,23 @@ def test_held_out_ids_are_the_test_part_and_validation_comes_from_the_rest():
     mixed = holdout_indices(list(reversed(ids)), "7, 1-3,300")
     assert sorted(ids[::-1][i] for i in mixed["test"]) == ["001", "002", "003", "007", "300"]
     assert holdout_indices(ids, "250-260", seed=1)["val"] != parts["val"]
+
+
+def test_all_data_trains_on_every_image_but_the_validation_part():
+    ids = [f"{i:03d}" for i in range(1, 301)]
+    parts = all_data_indices(ids)
+    assert parts["test"] == [] and len(parts["val"]) == 30 and len(parts["train"]) == 270
+    assert sorted(parts["train"] + parts["val"]) == list(range(300))
+    # Validation is the head of fold_indices' seeded order, whatever order the ids were read in.
+    assert parts["val"] == fold_indices(ids, 0, val_fraction=0.0)["test"][:30]
+    shuffled = list(reversed(ids))
+    assert sorted(shuffled[i] for i in all_data_indices(shuffled)["val"]) == sorted(
+        ids[i] for i in parts["val"])
+    data = load_fold(UNetConfig(all_data=True), synthetic=True)
+    assert (len(data.train), len(data.val), data.test) == (180, 20, [])
+    assert UNetConfig(all_data=True).test_part.startswith("none")
+    with pytest.raises(ValueError, match="duplicate image ids"):
+        all_data_indices(["1", "1"])
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -85,3 +85,18 @@ def test_predict_without_model_uses_the_shipped_onnx(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "shipped pretrained model" in done.stdout
     assert (tmp_path / "out" / "smear_mask.png").is_file() and (tmp_path / "out" / "cells.csv").is_file()
+
+
+def test_a_run_trained_on_all_data_ships_with_no_test_figures(tmp_path, capsys):
+    from export.ship import main
+
+    run, config = _finished_run(tmp_path / "run")
+    UNetConfig(**{**config.to_dict(), "all_data": True}).save(run / "config.json")
+    (run / "metrics.json").write_text(json.dumps(
+        {"data_source": "test", "fold": 0, "all_data": True, "n_train": 270, "n_test": 0,
+         "epochs_run": 3, "train_seconds": 1.5, "train_images_per_second": 2.0, "test": None}))
+    assert main([str(run), "--out", str(tmp_path / "shipped")]) == 0
+    assert "test part: none (all data" in capsys.readouterr().out
+    card = json.loads((tmp_path / "shipped" / NAMES[2]).read_text())
+    assert card["test_fold"] is None and card["config"]["all_data"] is True
+    assert card["training"]["all_data"] is True and card["training"]["n_test"] == 0

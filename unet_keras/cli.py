@@ -72,7 +72,10 @@ def cmd_train(args) -> int:
                  "synthetic": synthetic}
     metrics = train(config, data, out, resume=bool(args.resume), data_args=data_args,
                     devices=args.devices)
-    print(format_scores("test", metrics["test"], data.source))
+    if metrics["test"] is None:
+        print(format_scores("validation (no test part)", metrics["val"], data.source))
+    else:
+        print(format_scores("test", metrics["test"], data.source))
     print(f"training: {metrics['train_seconds']} s, {metrics['train_images_per_second']} images/s; "
           f"run written to {out}")
     return EXIT_OK
@@ -110,7 +113,8 @@ def cmd_tune(args) -> int:
     metrics = retune(model_path.parent, data, recompute_stats=args.recompute_batch_norm)
     print(f"tuned on {len(data.val)} validation images: thresholds {metrics['thresholds']}, "
           f"min_cell_area {metrics['min_cell_area']} px, edge cells {metrics['edge_cells']}")
-    print(format_scores(f"test {config.test_part}", metrics["test"], data.source))
+    if metrics["test"] is not None:
+        print(format_scores(f"test {config.test_part}", metrics["test"], data.source))
     return EXIT_OK
 
 

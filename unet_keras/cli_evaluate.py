@@ -99,7 +99,7 @@ def _evaluation_data(args, config: UNetConfig):
     all of another dataset than the model's), noting those the model trained or was tuned on;
     else the model's test part (``--fold``: another fold of its split).
     """
-    from unet_keras.data.loading import (FoldData, load_all, load_fold, select_examples,
+    from unet_keras.data.loading import (FoldData, load_all, load_test_fold, select_examples,
                                          split_examples)
 
     if args.image_dir:
@@ -118,7 +118,7 @@ def _evaluation_data(args, config: UNetConfig):
         config.validate()
     where = {"dataset": config.dataset, "trained_on": trained_on, "images": images}
     if not images:
-        data = load_fold(config, args.data_dir, synthetic=args.synthetic)
+        data = load_test_fold(config, args.data_dir, synthetic=args.synthetic)
         return data, config.test_part, {
             **where, "fold": config.fold, "test_ids": config.test_ids,
             "out_name": "evaluate-test-ids" if config.test_ids else f"evaluate-fold{config.fold}"}

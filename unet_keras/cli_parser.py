@@ -29,6 +29,7 @@ RECIPE_FLAGS = {
     "batch_norm_stats": "batch_norm_stats", "nucleus_weight": "nucleus_weight",
     "final_zoom_epochs": "final_zoom_epochs", "deep_supervision": "deep_supervision",
     "boundary_weight": "boundary_weight", "train_fraction": "train_fraction",
+    "all_data": "all_data",
 }
 
 
@@ -56,6 +57,9 @@ def _add_training_options(p, fold: bool = True) -> None:
                        help="test on these image ids instead of a fold (201-300: Dataset 1's "
                             "white-background batch; ids and LOW-HIGH ranges, comma-separated); "
                             "validation comes from the other images as for a fold")
+        p.add_argument("--all-data", action="store_true", default=None,
+                       help="no test part: train on every image but the validation part (the "
+                            "model to ship once `unet-keras cv` has measured its recipe)")
     p.add_argument("--train-fraction", type=float, metavar="F",
                    help="train on this fraction of the training part only (validation and test "
                         "unchanged; smaller fractions' images lie inside larger ones'): a "

@@ -95,6 +95,9 @@ class UNetConfig:
     # Image ids of the test part instead of fold ``fold`` ("201-300": Dataset 1's white-background
     # batch); validation is carved from the others as for a fold. "": k-fold.
     test_ids: str = ""
+    # True: no test part; every image but the validation part trains (validation carved as for
+    # a fold). For the model one ships once cross-validation has measured its recipe.
+    all_data: bool = False
     split_seed: int = 42
     val_fraction: float = 0.1
     # F < 1: train on that fraction of the training part only (a draw seeded by split_seed and
@@ -141,7 +144,9 @@ class UNetConfig:
 
     @property
     def test_part(self) -> str:
-        """What the test part is: "fold 0", or "images 201-300" with ``test_ids``."""
+        """What the test part is: "fold 0", "images 201-300" with ``test_ids``, or "none"."""
+        if self.all_data:
+            return "none (all images trained or validated on)"
         return f"images {self.test_ids}" if self.test_ids else f"fold {self.fold}"
 
     @property
@@ -196,6 +201,9 @@ class UNetConfig:
         if self.batch_norm_stats not in BATCH_NORM_STATS:
             problems.append(f"batch_norm_stats={self.batch_norm_stats!r} (expected one of "
                             f"{', '.join(BATCH_NORM_STATS)})")
+        if self.all_data and self.test_ids:
+            problems.append(f"all_data with test_ids={self.test_ids!r} (expected one: no test "
+                            "part, or these test images)")
         if self.test_ids:
             from unet_keras.data.splits import parse_id_spec
 

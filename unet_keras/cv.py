@@ -209,6 +209,9 @@ def run_cv(config: UNetConfig, out: str | Path, folds: Sequence[int],
     from unet_keras.train import check_devices, partial_dir, train
 
     out = Path(out)
+    if config.all_data:
+        raise CVError("all_data: cross-validation tests on each fold in turn; expected a test "
+                      "part (train --all-data for the model to ship)")
     if config.test_ids:
         raise CVError(f"test_ids={config.test_ids!r}: cross-validation tests on each fold in "
                       "turn; expected no fixed test images (train --test-ids for one run)")

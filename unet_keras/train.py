@@ -239,7 +239,7 @@ def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: 
     metrics = {
         "data_source": data.source,
         "synthetic": data.synthetic,
-        "fold": config.fold, "test_ids": config.test_ids,
+        "fold": config.fold, "test_ids": config.test_ids, "all_data": config.all_data,
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "epochs_run": epochs_run,
         "resumed_after_epochs": state["resumed_after"],
@@ -359,7 +359,8 @@ def retune_model(model, config: UNetConfig, data: FoldData, run: Path) -> dict:
 def tune_and_score(model, config: UNetConfig, data: FoldData, run: Path) -> tuple[dict, dict]:
     """How a run ends: tune the postprocessing on ``data.val`` (into ``config``, saved as the
     run's config.json), score ``data.test`` with it (test_per_image.csv); returns the val and
-    test summaries. ``model``: anything with Keras' ``predict(x, batch_size, verbose)``.
+    test summaries (None for a run with no test part). ``model``: anything with Keras'
+    ``predict(x, batch_size, verbose)``.
     The training cells' size and colour statistics go into the config too, for ``predict
     --scale auto`` and ``--colour auto``."""
     val_probs = predict_probabilities(model, [e["image"] for e in data.val], config.multiple)
@@ -369,6 +370,8 @@ def tune_and_score(model, config: UNetConfig, data: FoldData, run: Path) -> tupl
                                                         config.min_cell_area), 2)
     config.colour_reference = fit_reference(e["image"] for e in data.train)
     config.save(run / CONFIG_FILENAME)
+    if not data.test:  # config.all_data: nothing held out to score
+        return val_summary, None
     test_probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
     test_rows, test_summary = score_config(test_probs, data.test, config)
     write_per_image_csv(test_rows, run / "test_per_image.csv")

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from unet_keras.config import UNetConfig
-from unet_keras.data.splits import fold_indices, holdout_indices, select_indices
+from unet_keras.data.splits import (all_data_indices, fold_indices, holdout_indices,
+                                    select_indices)
 from unet_keras.data.zheng2018 import default_data_dir
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,25 @@ def load_all(config: UNetConfig, data_dir: str | Path | None = None,
 
 def load_fold(config: UNetConfig, data_dir: str | Path | None = None,
               synthetic: bool = False) -> FoldData:
-    """Train/val/test examples for ``config.fold``, or with ``config.test_ids`` as the test part
-    (see ``load_all`` for the data source, ``split_examples`` for the parts)."""
+    """Train/val/test examples for ``config.fold``, with ``config.test_ids`` as the test part,
+    or with none (``config.all_data``) (see ``load_all`` for the data source, ``split_examples`` for the parts)."""
     return split_examples(config, *load_all(config, data_dir, synthetic))
+
+
+def load_test_fold(config: UNetConfig, data_dir: str | Path | None = None,
+                   synthetic: bool = False) -> FoldData:
+    """``load_fold`` for scoring a model on its own test part.
+
+    Raises:
+        DataError: the model trained with ``all_data``, so it has no test part.
+    """
+    from unet_keras.data.zheng2018 import DataError
+
+    if config.all_data:
+        raise DataError("the model trained with --all-data (every image but its validation "
+                        "part): it has no test part of its own; expected a model trained on a "
+                        "fold, or images it never saw (evaluate --image-dir, --dataset)")
+    return load_fold(config, data_dir, synthetic)
 
 
 def split_examples(config: UNetConfig, examples: list[dict], source: str,
@@ -64,7 +81,9 @@ def split_examples(config: UNetConfig, examples: list[dict], source: str,
     from unet_keras.data.zheng2018 import DataError
 
     ids = [e["image_id"] for e in examples]
-    if config.test_ids:
+    if config.all_data:
+        parts = all_data_indices(ids, config.split_seed, config.val_fraction)
+    elif config.test_ids:
         try:
             parts = holdout_indices(ids, config.test_ids, config.split_seed, config.val_fraction)
         except ValueError as err:

@@ -24,6 +24,15 @@ def fold_indices(image_ids: Sequence[str], fold: int, num_folds: int = 5, seed: 
     return {**_carve_val(rest, val_fraction), "test": chunks[fold].tolist()}
 
 
+def all_data_indices(image_ids: Sequence[str], seed: int = 42,
+                     val_fraction: float = 0.1) -> dict[str, list[int]]:
+    """Train / val index lists over every example, with no test part: val = the first
+    ``val_fraction`` of them in the seeded order of ``fold_indices``."""
+    if len(set(image_ids)) != len(image_ids):
+        raise ValueError("duplicate image ids; the split needs unique ids")
+    return {**_carve_val(_seeded_order(image_ids, seed), val_fraction), "test": []}
+
+
 def _id_order(image_ids: Sequence[str]) -> list[int]:
     """Indices sorted by image id."""
     return sorted(range(len(image_ids)), key=lambda i: image_ids[i])
