@@ -54,10 +54,12 @@ def model_card(run: Path, parity: dict, cv: dict | None) -> dict:
         "input": "image: float32 NHWC RGB in [0, 1], any height and width (padded inside to a "
                  f"multiple of {config.multiple})",
         "output": "probability: float32 NHWC, channels whole cell then nucleus",
-        "training": {key: metrics.get(key) for key in
-                     ("data_source", "fold", "all_data", "n_train", "n_val", "n_test", "epochs_run",
-                      "best_epoch", "batch_norm_stats", "train_seconds", "train_images_per_second",
-                      "machine", "versions")},
+        "training": {"all_data": config.all_data,
+                     **{key: metrics.get(key) for key in
+                        ("data_source", "fold", "n_train", "n_val", "n_test", "epochs_run",
+                         "best_epoch", "batch_norm_stats", "train_seconds",
+                         "train_images_per_second", "machine", "versions")},
+                     **({"fold": None} if config.all_data else {})},
         # The run's own test part; None when it trained on all the data, whose figures are
         # then the recipe's cross-validation's.
         "test_fold": {key: test.get(key) for key in FIGURES if key in test} or None,

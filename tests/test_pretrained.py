@@ -93,10 +93,11 @@ def test_a_run_trained_on_all_data_ships_with_no_test_figures(tmp_path, capsys):
     run, config = _finished_run(tmp_path / "run")
     UNetConfig(**{**config.to_dict(), "all_data": True}).save(run / "config.json")
     (run / "metrics.json").write_text(json.dumps(
-        {"data_source": "test", "fold": 0, "all_data": True, "n_train": 270, "n_test": 0,
+        {"data_source": "test", "fold": 0, "n_train": 270, "n_test": 0,
          "epochs_run": 3, "train_seconds": 1.5, "train_images_per_second": 2.0, "test": None}))
     assert main([str(run), "--out", str(tmp_path / "shipped")]) == 0
     assert "test part: none (all data" in capsys.readouterr().out
     card = json.loads((tmp_path / "shipped" / NAMES[2]).read_text())
     assert card["test_fold"] is None and card["config"]["all_data"] is True
     assert card["training"]["all_data"] is True and card["training"]["n_test"] == 0
+    assert card["training"]["fold"] is None  # the split's fold numbers mean nothing here

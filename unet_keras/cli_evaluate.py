@@ -130,8 +130,9 @@ def _evaluation_data(args, config: UNetConfig):
         seen = {e["image_id"] for e in split.train + split.val} & {
             e["image_id"] for e in data.test}
     if seen:
+        held_out = ("it trained with --all-data" if config.all_data
+                    else f"{config.test_part} was its test part")
         print(f"note: {len(seen)} of these {len(data.test)} images were in the model's training "
-              f"or validation part ({config.test_part} was its test part): their scores are not "
-              "held-out figures")
+              f"or validation part ({held_out}): their scores are not held-out figures")
     return data, f"images {images}", {**where, "n_seen_in_training": len(seen),
                                       "out_name": f"evaluate-{config.dataset}-images"}

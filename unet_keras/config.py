@@ -146,7 +146,7 @@ class UNetConfig:
     def test_part(self) -> str:
         """What the test part is: "fold 0", "images 201-300" with ``test_ids``, or "none"."""
         if self.all_data:
-            return "none (all images trained or validated on)"
+            return "none (all data)"
         return f"images {self.test_ids}" if self.test_ids else f"fold {self.fold}"
 
     @property
