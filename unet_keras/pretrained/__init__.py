@@ -1,7 +1,8 @@
 """The shipped pretrained model: ``wbc_unet.keras``, ``wbc_unet.onnx`` and ``wbc_unet.json``.
 
 The JSON file is the model card: the model's config (with its tuned thresholds), the training
-recipe and data, the figures measured on held-out data, and the data citation. The three files are
+recipe and data, the figures measured on held-out data (the recipe's cross-validation; the run's
+own test part, when it kept one), and the data citation. The three files are
 made from a finished run by ``python -m export.ship``; ``unet-keras predict`` serves the ONNX
 file when neither ``--model`` nor ``--onnx`` is given.
 """
