@@ -279,6 +279,9 @@ def test_train_on_all_data_keeps_no_test_part_and_evaluate_refuses_one(tmp_path)
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (180, 20, 0)
     assert metrics["val"]["n_images"] == 20 and not (out / "test_per_image.csv").exists()
     assert json.loads((out / "config.json").read_text())["all_data"] is True
+    done = run_cli("tune", "--model", str(out), "--synthetic")  # retuned, nothing to rescore
+    assert done.returncode == 0 and "tuned on 20 validation images" in done.stdout
+    assert json.loads((out / "metrics.json").read_text())["test"] is None
     # Its own test part does not exist, whichever fold is asked for; named images still score.
     for extra in ([], ["--fold", "1"]):
         refused = run_cli("evaluate", "--model", str(out), "--synthetic", *extra,
