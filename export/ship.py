@@ -55,11 +55,11 @@ def model_card(run: Path, parity: dict, cv: dict | None) -> dict:
                  f"multiple of {config.multiple})",
         "output": "probability: float32 NHWC, channels whole cell then nucleus",
         "training": {"all_data": config.all_data,
+                     "fold": None if config.all_data else metrics.get("fold"),
                      **{key: metrics.get(key) for key in
-                        ("data_source", "fold", "n_train", "n_val", "n_test", "epochs_run",
-                         "best_epoch", "batch_norm_stats", "train_seconds",
-                         "train_images_per_second", "machine", "versions")},
-                     **({"fold": None} if config.all_data else {})},
+                        ("data_source", "n_train", "n_val", "n_test", "epochs_run", "best_epoch",
+                         "batch_norm_stats", "train_seconds", "train_images_per_second",
+                         "machine", "versions")}},
         # The run's own test part; None when it trained on all the data, whose figures are
         # then the recipe's cross-validation's.
         "test_fold": {key: test.get(key) for key in FIGURES if key in test} or None,

@@ -145,8 +145,9 @@ def test_all_data_trains_on_every_image_but_the_validation_part():
     data = load_fold(UNetConfig(all_data=True), synthetic=True)
     assert (len(data.train), len(data.val), data.test) == (180, 20, [])
     assert UNetConfig(all_data=True).test_part.startswith("none")
-    with pytest.raises(ValueError, match="duplicate image ids"):
-        all_data_indices(["1", "1"])
+    for split in (all_data_indices, lambda ids: fold_indices(ids, 0)):
+        with pytest.raises(ValueError, match="duplicate image ids"):
+            split(["1", "1"])
 
 
 @pytest.mark.parametrize("spec, message", [

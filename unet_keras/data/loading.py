@@ -51,7 +51,8 @@ def load_all(config: UNetConfig, data_dir: str | Path | None = None,
 def load_fold(config: UNetConfig, data_dir: str | Path | None = None,
               synthetic: bool = False) -> FoldData:
     """Train/val/test examples for ``config.fold``, with ``config.test_ids`` as the test part,
-    or with none (``config.all_data``) (see ``load_all`` for the data source, ``split_examples`` for the parts)."""
+    or with none (``config.all_data``); see ``load_all`` for the data source, ``split_examples``
+    for the parts."""
     return split_examples(config, *load_all(config, data_dir, synthetic))
 
 

@@ -17,8 +17,7 @@ def fold_indices(image_ids: Sequence[str], fold: int, num_folds: int = 5, seed: 
     """
     if not 0 <= fold < num_folds:
         raise ValueError(f"fold {fold} out of range 0..{num_folds - 1}")
-    if len(set(image_ids)) != len(image_ids):
-        raise ValueError("duplicate image ids; fold assignment needs unique ids")
+    _check_unique(image_ids)
     chunks = np.array_split(np.array(_seeded_order(image_ids, seed), dtype=int), num_folds)
     rest = [i for k, chunk in enumerate(chunks) if k != fold for i in chunk.tolist()]
     return {**_carve_val(rest, val_fraction), "test": chunks[fold].tolist()}
@@ -28,9 +27,13 @@ def all_data_indices(image_ids: Sequence[str], seed: int = 42,
                      val_fraction: float = 0.1) -> dict[str, list[int]]:
     """Train / val index lists over every example, with no test part: val = the first
     ``val_fraction`` of them in the seeded order of ``fold_indices``."""
+    _check_unique(image_ids)
+    return {**_carve_val(_seeded_order(image_ids, seed), val_fraction), "test": []}
+
+
+def _check_unique(image_ids: Sequence[str]) -> None:
     if len(set(image_ids)) != len(image_ids):
         raise ValueError("duplicate image ids; the split needs unique ids")
-    return {**_carve_val(_seeded_order(image_ids, seed), val_fraction), "test": []}
 
 
 def _id_order(image_ids: Sequence[str]) -> list[int]:
