@@ -356,7 +356,8 @@ def retune_model(model, config: UNetConfig, data: FoldData, run: Path) -> dict:
     return metrics
 
 
-def tune_and_score(model, config: UNetConfig, data: FoldData, run: Path) -> tuple[dict, dict]:
+def tune_and_score(model, config: UNetConfig, data: FoldData,
+                   run: Path) -> tuple[dict, dict | None]:
     """How a run ends: tune the postprocessing on ``data.val`` (into ``config``, saved as the
     run's config.json), score ``data.test`` with it (test_per_image.csv); returns the val and
     test summaries (None for a run with no test part). ``model``: anything with Keras'
