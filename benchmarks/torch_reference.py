@@ -115,6 +115,9 @@ def fit(config: UNetConfig, data: FoldData, run: Path,
     if config.boundary_weight:
         raise ValueError(f"boundary_weight={config.boundary_weight}: the PyTorch reference's "
                          "loss weighs every pixel alike; train it with boundary_weight=0")
+    if config.weight_decay:
+        raise ValueError(f"weight_decay={config.weight_decay}: the PyTorch reference trains with "
+                         "plain Adam; train it with weight_decay=0")
     seed_everything(config.seed)
     batches = TrainingBatches(data.train, config, seed=config.seed)
     # Keras' fit draws one batch to build the loss, then restarts the epoch (Keras 3, checked by

@@ -108,6 +108,16 @@ def test_the_report_names_a_fraction_of_the_training_part(tmp_path):
             in (out / CV_MARKDOWN).read_text())
 
 
+def test_the_report_names_weight_decay_only_when_it_is_on(tmp_path, three_folds):
+    assert cli.main(["cv", "--aggregate-only", "--out", str(three_folds)]) == 0
+    assert "weight decay" not in (three_folds / CV_MARKDOWN).read_text()
+    out = tmp_path / "cv-decay"
+    for fold in (0, 1):
+        make_fold(out, fold, FOLDS[fold], weight_decay=0.05)
+    assert cli.main(["cv", "--aggregate-only", "--out", str(out)]) == 0
+    assert "Adam lr 0.001 (plateau, weight decay 0.05)" in (out / CV_MARKDOWN).read_text()
+
+
 @pytest.mark.parametrize("damage, named", [
     (lambda m: "{not json", "cannot read fold metrics"),
     (lambda m: json.dumps({**m, "test": {k: v for k, v in m["test"].items() if k != "ap50"}}),

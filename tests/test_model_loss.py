@@ -220,6 +220,34 @@ def test_boundary_weight_weighs_the_cross_entropy_near_edges():
     assert UNetConfig.from_dict({}).boundary_weight == 0.0
 
 
+def test_weight_decay_shrinks_the_kernels_only():
+    from unet_keras.train import compile_model
+
+    config = UNetConfig(**TINY, weight_decay=0.5)
+    model = build_unet(config)
+    compile_model(model, config, steps_per_epoch=1)
+    optimizer = model.optimizer
+    optimizer.learning_rate.assign(0.1)
+    variables = model.trainable_variables
+    before = [keras.ops.convert_to_numpy(v) for v in variables]
+    # Zero gradients leave Adam's own step at zero: what moves is the decay alone.
+    optimizer.apply([np.zeros(v.shape, "float32") for v in variables], variables)
+    names = set()
+    for variable, old in zip(variables, before):
+        names.add(variable.name)
+        factor = 1.0 - 0.1 * 0.5 if variable.name == "kernel" else 1.0
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), old * factor, rtol=1e-6,
+                                   err_msg=variable.path)
+    assert {"kernel", "gamma", "beta", "bias"} <= names
+    # Off by default (plain Adam, as every run before the setting), and never negative.
+    assert UNetConfig().weight_decay == 0.0 and UNetConfig.from_dict({}).weight_decay == 0.0
+    plain = build_unet(UNetConfig(**TINY))
+    compile_model(plain, UNetConfig(**TINY), steps_per_epoch=1)
+    assert plain.optimizer.weight_decay is None
+    with pytest.raises(ConfigError, match=r"weight_decay=-0.1 \(expected >= 0"):
+        UNetConfig(weight_decay=-0.1)
+
+
 def test_loss_config_round_trip():
     loss = BCEDiceLoss(smooth=2.0, bce_weight=0.5, channel_weights=[1, 2], boundary_weight=2.0)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))

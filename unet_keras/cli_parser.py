@@ -29,7 +29,7 @@ RECIPE_FLAGS = {
     "batch_norm_stats": "batch_norm_stats", "nucleus_weight": "nucleus_weight",
     "final_zoom_epochs": "final_zoom_epochs", "deep_supervision": "deep_supervision",
     "boundary_weight": "boundary_weight", "train_fraction": "train_fraction",
-    "all_data": "all_data",
+    "all_data": "all_data", "weight_decay": "weight_decay",
 }
 
 
@@ -67,6 +67,10 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs}")
     p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS.batch_size}")
     p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")
+    p.add_argument("--weight-decay", type=float, metavar="WD",
+                   help="decoupled weight decay (AdamW) of the convolution kernels: each step "
+                        "shrinks them by lr * WD (batch-norm parameters and biases left alone; "
+                        f"0: plain Adam); default {DEFAULTS.weight_decay}")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help=f"default {DEFAULTS.lr_schedule}")
     p.add_argument("--checkpoint-metric", choices=CHECKPOINT_METRICS,

@@ -119,6 +119,9 @@ class UNetConfig:
     epochs: int = 50
     batch_size: int = 8
     learning_rate: float = 1e-3
+    # Decoupled weight decay (AdamW): each step shrinks every convolution kernel by lr * this;
+    # batch-norm scales and offsets and the biases are left alone (0: off, plain Adam).
+    weight_decay: float = 0.0
     lr_schedule: str = "plateau"  # "plateau" or "cosine"
     checkpoint_metric: str = "whole_cell"  # CHECKPOINT_METRICS; the plateau follows whole-cell
     batch_norm_stats: str = "recomputed"  # BATCH_NORM_STATS
@@ -190,6 +193,8 @@ class UNetConfig:
         if not self.nucleus_weight > 0.0:
             problems.append(f"nucleus_weight={self.nucleus_weight} (expected > 0; 1: the whole "
                             "cell's weight)")
+        if not self.weight_decay >= 0.0:
+            problems.append(f"weight_decay={self.weight_decay} (expected >= 0; 0: off)")
         if not self.boundary_weight >= 0.0:
             problems.append(f"boundary_weight={self.boundary_weight} (expected >= 0; 0: off)")
         if self.deep_supervision < 0:

@@ -77,15 +77,20 @@ def machine() -> dict[str, object]:
 
 
 def compile_model(model: keras.Model, config: UNetConfig, steps_per_epoch: int) -> None:
-    """Adam and the BCE-Dice loss; a model of ``build_training_model`` whose output holds the
-    deep-supervision heads beside the U-Net's is scored head by head (``config.head_weights``)."""
+    """Adam (AdamW on the kernels with ``config.weight_decay``) and the BCE-Dice loss; a model
+    of ``build_training_model`` whose output holds the deep-supervision heads beside the U-Net's
+    is scored head by head (``config.head_weights``)."""
     lr = config.learning_rate
     if config.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=config.epochs * steps_per_epoch,
                                                     alpha=0.01)
+    optimizer = keras.optimizers.Adam(lr, use_ema=config.ema > 0, ema_momentum=config.ema or 0.99,
+                                      weight_decay=config.weight_decay or None)
+    if config.weight_decay:
+        # As AdamW is usually run: batch-norm scales and offsets and the biases keep their size.
+        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(
-        optimizer=keras.optimizers.Adam(lr, use_ema=config.ema > 0,
-                                        ema_momentum=config.ema or 0.99),
+        optimizer=optimizer,
         loss=BCEDiceLoss(smooth=config.dice_smooth, bce_weight=config.bce_weight,
                          dice_weight=config.dice_weight,
                          channel_weights=config.loss_channel_weights(),
