@@ -119,8 +119,8 @@ class UNetConfig:
     epochs: int = 50
     batch_size: int = 8
     learning_rate: float = 1e-3
-    # Decoupled weight decay (AdamW): each step shrinks every convolution kernel by lr * this;
-    # batch-norm scales and offsets and the biases are left alone (0: off, plain Adam).
+    # Decoupled weight decay (AdamW): each step multiplies every convolution kernel by 1 - lr *
+    # this; batch-norm scales and offsets and the biases are left alone (0: off, plain Adam).
     weight_decay: float = 0.0
     lr_schedule: str = "plateau"  # "plateau" or "cosine"
     checkpoint_metric: str = "whole_cell"  # CHECKPOINT_METRICS; the plateau follows whole-cell
