@@ -69,8 +69,8 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--lr", type=float, help=f"default {DEFAULTS.learning_rate}")
     p.add_argument("--weight-decay", type=float, metavar="WD",
                    help="decoupled weight decay (AdamW) of the convolution kernels: each step "
-                        "multiplies them by 1 - lr * WD (batch-norm parameters and biases left alone; "
-                        f"0: plain Adam); default {DEFAULTS.weight_decay}")
+                        "multiplies them by 1 - lr * WD (batch-norm parameters and biases left "
+                        f"alone; 0: plain Adam); default {DEFAULTS.weight_decay}")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help=f"default {DEFAULTS.lr_schedule}")
     p.add_argument("--checkpoint-metric", choices=CHECKPOINT_METRICS,
