@@ -115,6 +115,9 @@ def fit(config: UNetConfig, data: FoldData, run: Path,
     if config.boundary_weight:
         raise ValueError(f"boundary_weight={config.boundary_weight}: the PyTorch reference's "
                          "loss weighs every pixel alike; train it with boundary_weight=0")
+    if config.lovasz_weight:
+        raise ValueError(f"lovasz_weight={config.lovasz_weight}: the PyTorch reference's loss "
+                         "is BCE + Dice alone; train it with lovasz_weight=0")
     if config.weight_decay:
         raise ValueError(f"weight_decay={config.weight_decay}: the PyTorch reference trains with "
                          "plain Adam; train it with weight_decay=0")

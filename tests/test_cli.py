@@ -238,6 +238,7 @@ def test_stain_flag_sets_the_recipe(flags, stain):
     ([], "final_zoom_epochs", 0), (["--final-zoom-epochs", "10"], "final_zoom_epochs", 10),
     ([], "boundary_weight", 0.0), (["--boundary-weight", "2"], "boundary_weight", 2.0),
     ([], "weight_decay", 0.0), (["--weight-decay", "0.05"], "weight_decay", 0.05),
+    ([], "lovasz_weight", 0.0), (["--lovasz-weight", "1"], "lovasz_weight", 1.0),
     ([], "train_fraction", 1.0), (["--train-fraction", "0.5"], "train_fraction", 0.5),
 ])
 def test_recipe_flags_set_the_recipe(flags, field, value):

@@ -108,14 +108,19 @@ def test_the_report_names_a_fraction_of_the_training_part(tmp_path):
             in (out / CV_MARKDOWN).read_text())
 
 
-def test_the_report_names_weight_decay_only_when_it_is_on(tmp_path, three_folds):
+@pytest.mark.parametrize("setting, value, name, named", [
+    ("weight_decay", 0.05, "weight decay", "Adam lr 0.001 (plateau, weight decay 0.05)"),
+    ("lovasz_weight", 1.0, "Lovasz", "(plateau), Lovasz hinge weight 1, dropout"),
+])
+def test_the_report_names_a_loss_or_optimiser_setting_only_when_it_is_on(
+        tmp_path, three_folds, setting, value, name, named):
     assert cli.main(["cv", "--aggregate-only", "--out", str(three_folds)]) == 0
-    assert "weight decay" not in (three_folds / CV_MARKDOWN).read_text()
-    out = tmp_path / "cv-decay"
+    assert name not in (three_folds / CV_MARKDOWN).read_text()
+    out = tmp_path / "cv-setting"
     for fold in (0, 1):
-        make_fold(out, fold, FOLDS[fold], weight_decay=0.05)
+        make_fold(out, fold, FOLDS[fold], **{setting: value})
     assert cli.main(["cv", "--aggregate-only", "--out", str(out)]) == 0
-    assert "Adam lr 0.001 (plateau, weight decay 0.05)" in (out / CV_MARKDOWN).read_text()
+    assert named in (out / CV_MARKDOWN).read_text()
 
 
 @pytest.mark.parametrize("damage, named", [

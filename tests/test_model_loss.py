@@ -248,8 +248,72 @@ def test_weight_decay_shrinks_the_kernels_only():
         UNetConfig(weight_decay=-0.1)
 
 
+def _lovasz_reference(labels, logits):
+    """Berman et al.'s binary Lovasz hinge, one flattened image at a time, in numpy."""
+    errors = 1.0 - logits * (2.0 * labels - 1.0)
+    order = np.argsort(-errors, kind="stable")
+    errors, labels = errors[order], labels[order]
+    intersection = labels.sum() - np.cumsum(labels)
+    union = labels.sum() + np.cumsum(1.0 - labels)
+    jaccard = 1.0 - intersection / union
+    jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    return float(np.dot(np.maximum(errors, 0.0), jaccard))
+
+
+def test_lovasz_hinge_matches_the_published_algorithm():
+    from unet_keras.losses import lovasz_hinge
+
+    rng = np.random.default_rng(3)
+    y_true = (rng.random((3, 12, 10, 2)) > 0.6).astype(np.float32)
+    logits = rng.normal(scale=2.0, size=y_true.shape).astype(np.float32)
+    want = [[_lovasz_reference(y_true[n, ..., c].ravel(), logits[n, ..., c].ravel())
+             for c in range(2)] for n in range(3)]
+    got = np.asarray(lovasz_hinge(y_true, logits, from_logits=True))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # Probabilities are taken back to logits first; a mask of grey values counts from 0.5 up.
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    np.testing.assert_allclose(np.asarray(lovasz_hinge(y_true * 0.8 + 0.1, probs)), want,
+                               rtol=1e-4)
+    # Every pixel on its side with a margin of at least 1: nothing to pay.
+    confident = (2.0 * y_true - 1.0) * 1.5
+    np.testing.assert_allclose(np.asarray(lovasz_hinge(y_true, confident, from_logits=True)), 0.0)
+    # One pixel on the wrong side costs more than every pixel at the margin's edge.
+    wrong = confident.copy()
+    wrong[0, 0, 0, 0] = -wrong[0, 0, 0, 0]
+    assert float(np.asarray(lovasz_hinge(y_true, wrong, from_logits=True))[0, 0]) > 0.0
+
+
+def test_lovasz_weight_adds_the_hinge_to_the_full_resolution_head_only():
+    from unet_keras.losses import lovasz_hinge
+    from unet_keras.train import compile_model
+
+    rng = np.random.default_rng(4)
+    y_true = np.zeros((2, 16, 16, 2), np.float32)
+    y_true[:, 4:12, 3:11] = 1
+    y_pred = rng.uniform(0.05, 0.95, y_true.shape).astype(np.float32)
+    hinge = float(np.mean(np.asarray(lovasz_hinge(y_true, y_pred))))
+    plain, lovasz = BCEDiceLoss(), BCEDiceLoss(lovasz_weight=0.5)
+    assert float(lovasz(y_true, y_pred)) == pytest.approx(
+        float(plain(y_true, y_pred)) + 0.5 * hinge, rel=1e-5)
+    # With deep supervision, the second head's BCE-Dice counts and its hinge does not.
+    heads = np.concatenate([y_pred, y_pred[:, ::-1]], axis=-1)
+    plain, lovasz = BCEDiceLoss(head_weights=[1.0, 0.5]), BCEDiceLoss(head_weights=[1.0, 0.5],
+                                                                      lovasz_weight=0.5)
+    assert float(lovasz(y_true, heads)) == pytest.approx(
+        float(plain(y_true, heads)) + 0.5 * hinge, rel=1e-5)
+    # Training compiles it from the config; off by default and in older configs; never negative.
+    config = UNetConfig(**TINY, lovasz_weight=1.5)
+    model = build_unet(config)
+    compile_model(model, config, steps_per_epoch=1)
+    assert model.loss.lovasz_weight == 1.5
+    assert UNetConfig().lovasz_weight == 0.0 and UNetConfig.from_dict({}).lovasz_weight == 0.0
+    with pytest.raises(ConfigError, match=r"lovasz_weight=-1.0 \(expected >= 0"):
+        UNetConfig(lovasz_weight=-1.0)
+
+
 def test_loss_config_round_trip():
-    loss = BCEDiceLoss(smooth=2.0, bce_weight=0.5, channel_weights=[1, 2], boundary_weight=2.0)
+    loss = BCEDiceLoss(smooth=2.0, bce_weight=0.5, channel_weights=[1, 2], boundary_weight=2.0,
+                       lovasz_weight=0.5)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(clone, BCEDiceLoss)
     assert clone.get_config() == loss.get_config()

@@ -36,6 +36,9 @@ def test_tiny_run_writes_keras_metrics_and_skips_complete_folds(tmp_path, monkey
     decayed = dataclasses.replace(TINY, weight_decay=0.01)
     with pytest.raises(ValueError, match="weight_decay=0.01: the PyTorch reference trains with"):
         torch_reference.run_reference(decayed, out, [1], threads=1, synthetic=True)
+    hinged = dataclasses.replace(TINY, lovasz_weight=1.0)
+    with pytest.raises(ValueError, match="lovasz_weight=1.0: the PyTorch reference's loss is"):
+        torch_reference.run_reference(hinged, out, [1], threads=1, synthetic=True)
     assert not (out / "fold-1").exists()
     summary = torch_reference.run_reference(TINY, out, [1], threads=1, synthetic=True)
 

@@ -30,6 +30,7 @@ RECIPE_FLAGS = {
     "final_zoom_epochs": "final_zoom_epochs", "deep_supervision": "deep_supervision",
     "boundary_weight": "boundary_weight", "train_fraction": "train_fraction",
     "all_data": "all_data", "weight_decay": "weight_decay",
+    "lovasz_weight": "lovasz_weight",
 }
 
 
@@ -100,6 +101,9 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--boundary-weight", type=float, metavar="B",
                    help="weigh each pixel's cross-entropy 1 + B within 2 px of a mask's boundary "
                         f"(0: every pixel alike); default {DEFAULTS.boundary_weight}")
+    p.add_argument("--lovasz-weight", type=float, metavar="L",
+                   help="add L times the Lovasz hinge (a surrogate of 1 - IoU) to each channel's "
+                        f"loss (0: off); default {DEFAULTS.lovasz_weight}")
     p.add_argument("--deep-supervision", type=int, metavar="N",
                    help="train N decoder levels below the top (1/2, 1/4, ... resolution) through "
                         "their own 1x1 heads too, weighted 2**-level in the loss; the saved model "

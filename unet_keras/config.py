@@ -83,6 +83,9 @@ class UNetConfig:
     # and +0.0008 nucleus Dice; 10: +0.0006 and -0.0006; within run-to-run noise (README,
     # "Boundary-weighted cross-entropy").
     boundary_weight: float = 0.0
+    # L > 0 adds L times the Lovasz hinge (losses.lovasz_hinge, a surrogate of 1 - IoU) to each
+    # channel's loss of the full-resolution output; 0: off.
+    lovasz_weight: float = 0.0
     # Deep supervision: N > 0 adds a 1x1 sigmoid head to each of the N decoder levels below the
     # top (1/2, 1/4, ... resolution; at most the depth - 1 there are), upsampled to the input's
     # size, whose BCE-Dice counts in the training loss with weight 2**-level (the
@@ -195,6 +198,8 @@ class UNetConfig:
                             "cell's weight)")
         if not self.weight_decay >= 0.0:
             problems.append(f"weight_decay={self.weight_decay} (expected >= 0; 0: off)")
+        if not self.lovasz_weight >= 0.0:
+            problems.append(f"lovasz_weight={self.lovasz_weight} (expected >= 0; 0: off)")
         if not self.boundary_weight >= 0.0:
             problems.append(f"boundary_weight={self.boundary_weight} (expected >= 0; 0: off)")
         if self.deep_supervision < 0:

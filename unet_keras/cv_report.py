@@ -31,6 +31,7 @@ def _describe(r: dict) -> str:
             f"epochs, batch {r['batch_size']}, Adam lr {r['learning_rate']:g} "
             f"({r['lr_schedule']}{f', weight EMA {ema:g}' if (ema := r.get('ema')) else ''}"
             f"{f', weight decay {wd:g}' if (wd := r.get('weight_decay')) else ''}), "
+            f"{f'Lovasz hinge weight {lw:g}, ' if (lw := r.get('lovasz_weight')) else ''}"
             f"dropout {r['dropout']:g}, augmentation "
             f"{'on' if r['augment'] else 'off'}, seed {r['seed']}; {r['num_folds']} folds "
             f"(split seed {r['split_seed']}, {r['val_fraction']:.0%} of the rest for validation"

@@ -95,6 +95,7 @@ def compile_model(model: keras.Model, config: UNetConfig, steps_per_epoch: int) 
                          dice_weight=config.dice_weight,
                          channel_weights=config.loss_channel_weights(),
                          boundary_weight=config.boundary_weight,
+                         lovasz_weight=config.lovasz_weight,
                          head_weights=(config.head_weights()
                                        if model.outputs[0].shape[-1] > config.out_channels
                                        else None)),
