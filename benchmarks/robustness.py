@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", action="store_true", help="use the synthetic smear set")
     parser.add_argument("--tta", action="store_true", help="also time and score 8-view TTA")
     parser.add_argument("--conditions", help="subset of " + ", ".join(
-        c.name for c in CONDITIONS + EXTRA_CONDITIONS) + " (default: all but the last three)")
+        c.name for c in CONDITIONS + EXTRA_CONDITIONS) + f" (default: the first {len(CONDITIONS)})")
     parser.add_argument("--scale-auto", action="store_true",
                         help="also score each run through `unet-keras predict --scale auto`")
     parser.add_argument("--colour-auto", action="store_true",

@@ -16,7 +16,9 @@ def _cell(scores: dict) -> str:
 
 
 def _params_text(condition: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in condition["params"].items()) or "-"
+    """``k=v, ...``; a compound condition's steps joined by " + "."""
+    return ", ".join(f"{k}={' + '.join(v) if k == 'steps' else v}"
+                     for k, v in condition["params"].items()) or "-"
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

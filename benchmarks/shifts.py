@@ -34,7 +34,7 @@ class Condition:
     """One fixed perturbation: ``kind`` picks the function, ``params`` are its exact arguments."""
 
     name: str
-    kind: str  # identity, zoom, stain, colour, blur, jpeg
+    kind: str  # identity, zoom, stain, colour, blur, jpeg, compound (params["steps"]: names)
     params: dict
     description: str
 
@@ -64,12 +64,36 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("blur_sigma1", "blur", {"sigma": 1.0}, "Gaussian blur, sigma 1 px (defocus)"),
     Condition("jpeg_q30", "jpeg", {"quality": 30}, "JPEG round trip at quality 30"),
 )
-# Magnifications beyond the training zoom, for ``--scale-auto``; asked for by name only, so the
-# default set (and its means) stay those of the earlier reports.
-EXTRA_CONDITIONS: tuple[Condition, ...] = tuple(
-    Condition(f"zoom_{s}", "zoom", {"scale": s}, f"whole image and mask rescaled {s}x")
-    for s in (0.35, 2.5, 3.0))
-GROUPS = {"zoom": ("zoom",), "stain": ("stain",), "colour_quality": ("colour", "blur", "jpeg")}
+_BY_NAME = {c.name: c for c in CONDITIONS}
+
+
+def _compound(name: str, steps: tuple[str, ...], description: str) -> Condition:
+    """Several of ``CONDITIONS`` at once, applied in the order given (each rounding to uint8)."""
+    unknown = [step for step in steps if step not in _BY_NAME]
+    if unknown:
+        raise RobustnessError(f"compound condition {name}: unknown steps {unknown}")
+    return Condition(name, "compound", {"steps": steps}, description)
+
+
+# Magnifications beyond the training zoom, for ``--scale-auto``, and another laboratory's
+# images, where stain, magnification, focus, camera colour and compression all move at once
+# (each step in the order a slide meets them: stain, optics, camera, file). Asked for by name
+# only, so the default set (and its means) stay those of the earlier reports.
+EXTRA_CONDITIONS: tuple[Condition, ...] = (
+    *(Condition(f"zoom_{s}", "zoom", {"scale": s}, f"whole image and mask rescaled {s}x")
+      for s in (0.35, 2.5, 3.0)),
+    _compound("lab_pale_high_mag", ("eosin_down", "zoom_2.0", "jpeg_q30"),
+              "paler eosin, twice the magnification, JPEG quality 30"),
+    _compound("lab_dark_low_mag", ("haematoxylin_up", "zoom_0.5", "blur_sigma1"),
+              "darker nuclei, half the magnification, soft focus"),
+    _compound("lab_camera", ("eosin_up", "zoom_1.5", "hue_18deg", "bright_low_contrast"),
+              "more eosin, 1.5x magnification, another camera's hue and exposure"),
+    _compound("lab_everything", ("haematoxylin_down", "zoom_0.7", "blur_sigma1", "hue_18deg",
+                                 "bright_low_contrast", "jpeg_q30"),
+              "paler nuclei, 0.7x, soft focus, hue, exposure and JPEG together"),
+)
+GROUPS = {"zoom": ("zoom",), "stain": ("stain",), "colour_quality": ("colour", "blur", "jpeg"),
+          "compound": ("compound",)}
 
 
 def perturb(condition: Condition, image: np.ndarray,
@@ -78,6 +102,10 @@ def perturb(condition: Condition, image: np.ndarray,
     arrays unchanged, and only zoom changes the mask (keeping its exact labels and dtype)."""
     p = condition.params
     if condition.kind == "identity":
+        return image, mask
+    if condition.kind == "compound":
+        for step in p["steps"]:
+            image, mask = perturb(_BY_NAME[step], image, mask)
         return image, mask
     x = to_model_input(image)
     if condition.kind == "zoom":

@@ -191,6 +191,27 @@ def test_elastic_bends_cells_without_moving_the_other_draws(smear):
         assert abs(int((y_bent > 0).sum()) - int((y_plain > 0).sum())) < 0.15 * (y_plain > 0).sum()
 
 
+def test_blur_softens_half_the_crops_without_moving_the_other_draws(smear):
+    image, mask = smear
+    plain = Augmenter(128, seed=5, **GEOMETRY_ONLY)
+    soft = Augmenter(128, seed=5, blur=1.5, **GEOMETRY_ONLY)
+    sigmas = []
+    for _ in range(40):
+        a, b = plain.sample(mask.shape), soft.sample(mask.shape)
+        assert a.blur == 0.0 and 0.0 <= b.blur <= 1.5
+        assert dataclasses.replace(b, blur=0.0) == a
+        sigmas.append(b.blur)
+    assert 10 <= sum(s > 0 for s in sigmas) <= 30  # about half of 40
+    # The image is the unblurred crop through a Gaussian of that sigma; the mask is untouched.
+    params = dataclasses.replace(a, blur=1.2)
+    x_plain, y_plain = plain.apply(image, mask, a)
+    x_soft, y_soft = soft.apply(image, mask, params)
+    np.testing.assert_array_equal(y_soft, y_plain)
+    np.testing.assert_allclose(x_soft, ndi.gaussian_filter(x_plain, (1.2, 1.2, 0), mode="reflect"),
+                               atol=1e-6)
+    assert np.abs(np.diff(x_soft, axis=0)).mean() < 0.8 * np.abs(np.diff(x_plain, axis=0)).mean()
+
+
 def test_colour_changes_the_image_but_not_the_mask(smear):
     image, mask = smear
     plain = Augmenter(128, seed=4, stain=False, colour=False)
@@ -265,6 +286,8 @@ def test_bad_arguments_raise():
         Augmenter(128, scale_range=(0.0, 1.0))
     with pytest.raises(ValueError, match="elastic"):
         Augmenter(128, elastic=-1.0)
+    with pytest.raises(ValueError, match="blur"):
+        Augmenter(128, blur=-0.5)
     with pytest.raises(ValueError, match="mask shape"):
         Augmenter(128)(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 11), np.uint8))
 

@@ -230,6 +230,7 @@ def test_stain_flag_sets_the_recipe(flags, stain):
 @pytest.mark.parametrize("flags, field, value", [
     ([], "ema", 0.0), (["--ema", "0.99"], "ema", 0.99),
     ([], "elastic", 0.0), (["--elastic", "3"], "elastic", 3.0),
+    ([], "blur", 0.0), (["--blur", "1.5"], "blur", 1.5),
     ([], "checkpoint_metric", "whole_cell"),
     (["--checkpoint-metric", "mean"], "checkpoint_metric", "mean"),
     ([], "batch_norm_stats", "recomputed"),

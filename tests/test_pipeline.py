@@ -76,15 +76,19 @@ def test_class_balance_outside_0_1_is_refused():
         UNetConfig(class_balance=1.5)
 
 
-def test_elastic_reaches_the_augmenter_only_with_augmentation():
-    recipe = dict(depth=2, image_size=24, batch_size=4, elastic=3.0)
-    assert TrainingBatches(examples(), UNetConfig(**recipe)).augmenter.elastic == 3.0
-    plain = TrainingBatches(examples(), UNetConfig(**recipe, augment=False))
-    assert plain.augmenter.elastic == 0.0
+def test_elastic_and_blur_reach_the_augmenter_only_with_augmentation():
+    recipe = dict(depth=2, image_size=24, batch_size=4, elastic=3.0, blur=1.5)
+    augmenter = TrainingBatches(examples(), UNetConfig(**recipe)).augmenter
+    assert augmenter.elastic == 3.0 and augmenter.blur == 1.5
+    plain = TrainingBatches(examples(), UNetConfig(**recipe, augment=False)).augmenter
+    assert plain.elastic == 0.0 and plain.blur == 0.0
+    with pytest.raises(ConfigError, match=r"blur=-1.0 \(expected a standard deviation >= 0"):
+        UNetConfig(blur=-1.0)
 
 
 def test_colour_transfer_state_round_trip_draws_the_same_batches():
-    config = UNetConfig(image_size=16, depth=2, batch_size=8, colour_transfer=1.0, elastic=1.0)
+    config = UNetConfig(image_size=16, depth=2, batch_size=8, colour_transfer=1.0, elastic=1.0,
+                        blur=1.0)
     first = TrainingBatches(examples()[:40], config, seed=1)
     assert first.augmenter.colour_reference["n_images"] == 40
     first[0]

@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks import robustness
 from benchmarks.robustness import main
-from benchmarks.shifts import CONDITIONS, perturb, pick_conditions
+from benchmarks.shifts import CONDITIONS, EXTRA_CONDITIONS, perturb, pick_conditions
 
 # A cell (label 1, radius 20) with a nucleus (label 2, radius 10) off the image centre, in
 # smear-like colours whose green channel alone says where the cell is (below GREEN_EDGE).
@@ -70,9 +70,32 @@ def test_colour_conditions_change_the_image_only_and_identity_nothing():
         assert perturb(condition, image, mask)[0].tobytes() == out_image.tobytes()  # deterministic
 
 
+COMPOUNDS = [c for c in EXTRA_CONDITIONS if c.kind == "compound"]
+
+
+@pytest.mark.parametrize("condition", COMPOUNDS, ids=[c.name for c in COMPOUNDS])
+def test_a_compound_condition_is_its_steps_in_order(condition):
+    from benchmarks import shifts
+
+    image, mask = _cell_example()
+    out_image, out_mask = perturb(condition, image, mask)
+    step_image, step_mask = image, mask
+    for name in condition.params["steps"]:
+        step_image, step_mask = perturb(*pick_conditions(name), step_image, step_mask)
+    assert out_image.tobytes() == step_image.tobytes() and out_image.dtype == np.uint8
+    np.testing.assert_array_equal(out_mask, step_mask)
+    # One zoom among the steps sets the size, and image and mask keep to it.
+    zoom = [pick_conditions(n)[0] for n in condition.params["steps"] if n.startswith("zoom")]
+    side = round(SIDE * zoom[0].params["scale"])
+    assert out_image.shape == (side, side, 3) and out_mask.shape == (side, side)
+    with pytest.raises(shifts.RobustnessError, match=r"unknown steps \['zoom_9'\]"):
+        shifts._compound("bad", ("eosin_up", "zoom_9"), "a step that is not a condition")
+
+
 def test_every_condition_is_described_and_unknown_names_refused():
-    assert len({c.name for c in CONDITIONS}) == len(CONDITIONS)
-    assert json.loads(json.dumps([dataclasses.asdict(c) for c in CONDITIONS]))
+    everything = CONDITIONS + EXTRA_CONDITIONS
+    assert len({c.name for c in everything}) == len(everything)
+    assert json.loads(json.dumps([dataclasses.asdict(c) for c in everything]))
     assert [c.name for c in pick_conditions("identity,zoom_2.0")] == ["identity", "zoom_2.0"]
     with pytest.raises(ValueError, match="zoom_3"):
         pick_conditions("identity,zoom_3")
@@ -98,7 +121,7 @@ def report(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "out"
     code = main([str(runs["two"]), str(runs["one"]), "--labels", "stain-on,zoom-off",
                  "--out", str(out), "--synthetic", "--tta",
-                 "--conditions", "identity,zoom_0.5,eosin_up"])
+                 "--conditions", "identity,zoom_0.5,eosin_up,lab_pale_high_mag"])
     assert code == 0
     return out, json.loads((out / "robustness.json").read_text())
 
@@ -146,14 +169,16 @@ def test_scale_and_colour_auto_score_each_run_again(runs, tmp_path):
 def test_report_files_with_tta(report):
     out, result = report
     assert result["labels"] == ["stain-on", "zoom-off"]
-    assert [c["name"] for c in result["conditions"]] == ["identity", "zoom_0.5", "eosin_up"]
+    shifted = ["zoom_0.5", "eosin_up", "lab_pale_high_mag"]
+    assert [c["name"] for c in result["conditions"]] == ["identity", *shifted]
     two, one = result["models"]["stain-on"], result["models"]["zoom-off"]
     assert "nucleus_dice" in two["scores"]["zoom_0.5"]
     assert "nucleus_dice" not in one["scores"]["zoom_0.5"]
     mean = two["shifted_means"]["all_shifted"]
-    assert mean["conditions"] == ["zoom_0.5", "eosin_up"]
-    dice = [two["scores"][name]["whole_cell_dice"] for name in ("zoom_0.5", "eosin_up")]
-    assert mean["whole_cell_dice"] == pytest.approx(sum(dice) / 2)
+    assert mean["conditions"] == shifted
+    dice = [two["scores"][name]["whole_cell_dice"] for name in shifted]
+    assert mean["whole_cell_dice"] == pytest.approx(sum(dice) / 3)
+    assert two["shifted_means"]["compound"]["conditions"] == ["lab_pale_high_mag"]
     tta = two["tta"]
     assert tta["gain"]["whole_cell_dice"] == pytest.approx(
         tta["tta"]["scores"]["whole_cell_dice"] - tta["plain"]["scores"]["whole_cell_dice"])
@@ -162,6 +187,8 @@ def test_report_files_with_tta(report):
     assert result["machine"]["cpu"]["logical_cores"] >= 1 and "numpy" in result["versions"]
     markdown = (out / "ROBUSTNESS.md").read_text()
     assert "| zoom_0.5 | scale=0.5 |" in markdown and "mean, all shifted" in markdown
+    assert "| lab_pale_high_mag | steps=eosin_down + zoom_2.0 + jpeg_q30 |" in markdown
+    assert "**mean, compound**" in markdown
     assert "TTA" in markdown and "stain-on" in markdown
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left

@@ -30,7 +30,7 @@ RECIPE_FLAGS = {
     "final_zoom_epochs": "final_zoom_epochs", "deep_supervision": "deep_supervision",
     "boundary_weight": "boundary_weight", "train_fraction": "train_fraction",
     "all_data": "all_data", "weight_decay": "weight_decay",
-    "lovasz_weight": "lovasz_weight",
+    "lovasz_weight": "lovasz_weight", "blur": "blur",
 }
 
 
@@ -132,6 +132,9 @@ def _add_training_options(p, fold: bool = True) -> None:
     p.add_argument("--final-zoom-epochs", type=int, metavar="N",
                    help="the last N epochs zoom within {:g}-{:g}x only (inside --scale-range); "
                         "default {}".format(*FINAL_SCALE_RANGE, DEFAULTS.final_zoom_epochs))
+    p.add_argument("--blur", type=float, metavar="PX",
+                   help="blur half the training crops by a Gaussian of sd drawn in 0..PX pixels "
+                        f"(soft focus; 0: none); default {DEFAULTS.blur}")
     p.add_argument("--elastic", type=float, metavar="PX",
                    help="smooth elastic deformation of each training crop: the sd of the "
                         f"displacement in pixels (0: none); default {DEFAULTS.elastic}")

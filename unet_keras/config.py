@@ -115,6 +115,8 @@ class UNetConfig:
     final_zoom_epochs: int = 0  # the last N epochs zoom within FINAL_SCALE_RANGE only
     class_balance: float = 0.0  # draw examples with probability ~ (cell-type count) ** -this
     elastic: float = 0.0  # sd (px) of a smooth elastic displacement of each crop (0: none)
+    # B > 0: half the crops blurred by a Gaussian of sd drawn in 0..B px (data.augment); 0: none.
+    blur: float = 0.0
     # K > 0: half the crops take colour statistics drawn from N(mean, K**2 cov) of the training
     # images' (data.augment, RandStainNA); 0: none.
     colour_transfer: float = 0.0
@@ -231,6 +233,9 @@ class UNetConfig:
         if not 0.0 <= self.colour_transfer <= MAX_COLOUR_TRANSFER:
             problems.append(f"colour_transfer={self.colour_transfer} (expected 0.."
                             f"{MAX_COLOUR_TRANSFER}; 0: off)")
+        if not self.blur >= 0.0:
+            problems.append(f"blur={self.blur} (expected a standard deviation >= 0, in pixels; "
+                            "0: none)")
         if not self.elastic >= 0.0:
             problems.append(f"elastic={self.elastic} (expected a standard deviation >= 0, "
                             "in pixels; 0: off)")

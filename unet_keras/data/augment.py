@@ -6,7 +6,8 @@ one input coordinate; the image is read there bilinearly and the label map by ne
 neighbour, so the mask stays aligned and keeps its exact labels. Beyond the image edge both
 are mirrored (numpy's "reflect": d c b | a b c d | c b a), which is also how ``fit_to_size``
 and ``unet_keras.preprocess.pad_to_multiple`` pad (the resampling: ``unet_keras.data.warp``).
-Colour jitter then touches the image only. With ``colour_transfer`` half of the samples first
+A Gaussian blur (``blur``: half the samples, a soft focus or lens) and colour jitter then touch
+the image only. With ``colour_transfer`` half of the samples first
 take another stain's colours (RandStainNA, Shen et al. 2022): the image's L*a*b* mean and sd are
 mapped (Reinhard, ``unet_keras.colour.normalise``) onto statistics drawn from a Gaussian around the
 training images' own, the way ``predict --colour auto`` maps an image of another laboratory.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 from skimage.color import hed_from_rgb, rgb_from_hed
 
 from unet_keras.colour import colour_features, normalise
@@ -38,6 +40,7 @@ STAIN_SHIFT = 0.01
 _LOG_ADJUST = np.float32(-np.log(1e-6))  # rgb2hed divides optical density by this
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 TRANSFER_PROBABILITY = 0.5  # share of samples given drawn colour statistics
+BLUR_PROBABILITY = 0.5  # share of samples blurred when ``blur`` is on
 _MIN_TRANSFER_SD = 1.0  # L*a*b* units: a drawn sd below this would flatten the image
 
 
@@ -67,6 +70,7 @@ class AugmentParams:
     elastic: tuple[float, ...] = ()
     # L*a*b* mean and sd (6 numbers) the image's colours are mapped onto first; () is none.
     colour_target: tuple[float, ...] = ()
+    blur: float = 0.0  # Gaussian blur's standard deviation in output pixels (0: none)
 
 
 _IDENTITY = AugmentParams()
@@ -97,6 +101,9 @@ class Augmenter:
             statistics drawn from N(mean, K**2 cov) of ``colour_reference`` (0: none); from a
             third generator, likewise.
         colour_reference: the training images' ``unet_keras.colour.fit_reference``.
+        blur: B > 0 blurs ``BLUR_PROBABILITY`` of the samples by a Gaussian whose standard
+            deviation is drawn uniformly in 0..B output pixels (0: none); from a fourth
+            generator, so the other draws stay as they are.
         seed: seeds the generators the object holds; the same seed gives the same sequence.
     """
 
@@ -104,7 +111,7 @@ class Augmenter:
         self, image_size: int, flips: bool = True, rot90: bool = True, free_rotation: bool = True,
         scale_range: tuple[float, float] = (0.8, 1.25), stain: bool = True, colour: bool = True,
         colour_strength: float = 1.0, elastic: float = 0.0, seed: int = 0,
-        colour_transfer: float = 0.0, colour_reference: dict | None = None,
+        colour_transfer: float = 0.0, colour_reference: dict | None = None, blur: float = 0.0,
     ) -> None:
         low, high = (float(v) for v in scale_range)
         if image_size < 1:
@@ -116,6 +123,8 @@ class Augmenter:
                              " (contrast and saturation would reach zero beyond)")
         if not elastic >= 0:
             raise ValueError(f"elastic={elastic}: expected a standard deviation >= 0 (pixels)")
+        if not blur >= 0:
+            raise ValueError(f"blur={blur}: expected a standard deviation >= 0 (pixels)")
         if not colour_transfer >= 0 or (colour_transfer and not colour_reference):
             raise ValueError(f"colour_transfer={colour_transfer}: expected >= 0, and a colour "
                              "reference of the training images (more than 6) when > 0")
@@ -128,6 +137,8 @@ class Augmenter:
         self._elastic_rng = np.random.default_rng([seed, 1])
         self.colour_transfer, self.colour_reference = float(colour_transfer), colour_reference
         self._transfer_rng = np.random.default_rng([seed, 2])
+        self.blur = float(blur)
+        self._blur_rng = np.random.default_rng([seed, 3])
 
     def sample(self, shape: tuple[int, int]) -> AugmentParams:
         """Draw parameters for an input of (height, width) ``shape``.
@@ -167,6 +178,9 @@ class Augmenter:
                 reference["mean"], self.colour_transfer**2 * np.asarray(reference["cov"]))
             target[3:] = np.maximum(target[3:], _MIN_TRANSFER_SD)
             drawn = dataclasses.replace(drawn, colour_target=tuple(float(v) for v in target))
+        if self.blur:
+            blurred, sigma = self._blur_rng.random() < BLUR_PROBABILITY, self._blur_rng.random()
+            drawn = dataclasses.replace(drawn, blur=float(sigma * self.blur) if blurred else 0.0)
         return drawn
 
     def apply(
@@ -183,6 +197,8 @@ class Augmenter:
                           colour_features(image)).astype(np.float32) / np.float32(255.0)
         if not _is_identity(params, "stain"):
             x = stain_jitter(x, params.stain_scale, params.stain_shift)
+        if params.blur:  # the optics come before the camera's colour response
+            x = gaussian_filter(x, sigma=(params.blur, params.blur, 0), mode="reflect")
         if not _is_identity(params, "colour"):
             x = colour_jitter(x, params)
         return x, mask

@@ -45,6 +45,7 @@ class TrainingBatches(keras.utils.PyDataset):
             colour_transfer=config.colour_transfer if config.augment else 0.0,
             colour_reference=(fit_reference(e["image"] for e in examples)
                               if config.augment and config.colour_transfer else None),
+            blur=config.blur if config.augment else 0.0,
         )
         self.rng = np.random.default_rng(seed)
         self.weights = class_weights(examples, config.class_balance)
@@ -81,7 +82,8 @@ class TrainingBatches(keras.utils.PyDataset):
         return {"order": self.order.tolist(), "rng": self.rng.bit_generator.state,
                 "augmenter_rng": self.augmenter._rng.bit_generator.state,
                 "elastic_rng": self.augmenter._elastic_rng.bit_generator.state,
-                "transfer_rng": self.augmenter._transfer_rng.bit_generator.state}
+                "transfer_rng": self.augmenter._transfer_rng.bit_generator.state,
+                "blur_rng": self.augmenter._blur_rng.bit_generator.state}
 
     def set_state(self, state: dict) -> None:
         """Restore ``get_state``'s result (of a dataset over the same examples)."""
@@ -96,7 +98,8 @@ class TrainingBatches(keras.utils.PyDataset):
         self.rng.bit_generator.state = state["rng"]
         self.augmenter._rng.bit_generator.state = state["augmenter_rng"]
         for key, rng in (("elastic_rng", self.augmenter._elastic_rng),
-                         ("transfer_rng", self.augmenter._transfer_rng)):
+                         ("transfer_rng", self.augmenter._transfer_rng),
+                         ("blur_rng", self.augmenter._blur_rng)):
             if key in state:  # checkpoints written before these were kept lack them
                 rng.bit_generator.state = state[key]
 
