@@ -59,10 +59,10 @@ def lovasz_hinge(y_true, y_pred, from_logits: bool = False):
         p = ops.clip(y_pred, eps, 1.0 - eps)
         y_pred = ops.log(p) - ops.log(1.0 - p)
     # (N, H, W, C) -> (N, C, H*W): one row per sample and channel.
-    logits = ops.reshape(ops.transpose(y_pred, (0, 3, 1, 2)), (-1, y_pred.shape[-1],
-                                                                 y_pred.shape[1] * y_pred.shape[2]))
-    labels = ops.reshape(ops.transpose(ops.cast(y_true >= 0.5, y_pred.dtype), (0, 3, 1, 2)),
-                         ops.shape(logits))
+    shape = ops.shape(y_pred)
+    rows = (shape[0], shape[3], -1)
+    logits = ops.reshape(ops.transpose(y_pred, (0, 3, 1, 2)), rows)
+    labels = ops.reshape(ops.transpose(ops.cast(y_true >= 0.5, y_pred.dtype), (0, 3, 1, 2)), rows)
     errors = 1.0 - logits * (2.0 * labels - 1.0)
     order = ops.argsort(-ops.stop_gradient(errors), axis=-1)
     errors_sorted = ops.take_along_axis(errors, order, axis=-1)
