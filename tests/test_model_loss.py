@@ -277,7 +277,7 @@ def test_lovasz_hinge_matches_the_published_algorithm():
     # Every pixel on its side with a margin of at least 1: nothing to pay.
     confident = (2.0 * y_true - 1.0) * 1.5
     np.testing.assert_allclose(np.asarray(lovasz_hinge(y_true, confident, from_logits=True)), 0.0)
-    # One pixel on the wrong side costs more than every pixel at the margin's edge.
+    # One pixel turned to the wrong side is paid for.
     wrong = confident.copy()
     wrong[0, 0, 0, 0] = -wrong[0, 0, 0, 0]
     assert float(np.asarray(lovasz_hinge(y_true, wrong, from_logits=True))[0, 0]) > 0.0
