@@ -26,7 +26,7 @@ import numpy as np
 
 import unet_keras  # sets the default KERAS_BACKEND before keras is imported
 from unet_keras.config import CONFIG_FILENAME, resolve_run
-from unet_keras.data.folders import find_pairs, read_example
+from unet_keras.data.folders import load_folder
 from unet_keras.data.zheng2018 import DataError
 
 PRETRAINED = Path(unet_keras.__file__).parent / "pretrained" / "wbc_unet.keras"
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "(--model runs/NAME/model.keras)")
         if args.out.exists() and any(args.out.iterdir()):
             raise DataError(f"{args.out}: output folder is not empty; expected a new or empty folder")
-        examples = [read_example(*pair) for pair in find_pairs(args.images, args.masks)]
+        examples = load_folder(args.images, args.masks)
         train, val = split(examples, args.val_fraction, args.seed)
         print(f"{len(train)} training and {len(val)} validation image(s) from {args.images}")
         summary = finetune(args.model, train, val, args.out, args.epochs, args.lr,

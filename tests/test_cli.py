@@ -115,11 +115,43 @@ def test_evaluate_scores_a_folder_of_images_and_masks(trained_run, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_evaluate_scores_whole_cell_masks_without_the_nucleus(trained_run, tmp_path):
+    """A laboratory's masks of whole cells (0/255): refused as cell-and-nucleus masks, scored
+    with --masks cell alike in whole-cell figures to the same cells' 0/128/255 masks."""
+    write_dataset(tmp_path / "d", n=2, size=48, folder="Dataset 1")
+    grey, cells = tmp_path / "grey", tmp_path / "cells"
+    for folder in (grey, cells):
+        folder.mkdir()
+    for i in (1, 2):
+        shutil.copy(tmp_path / "d" / "Dataset 1" / f"00{i}.bmp", grey / f"c{i}.png")
+        shutil.copy(tmp_path / "d" / "Dataset 1" / f"00{i}.png", grey / f"c{i}_mask.png")
+        shutil.copy(grey / f"c{i}.png", cells / f"c{i}.png")
+        labels = np.asarray(Image.open(grey / f"c{i}_mask.png"))
+        Image.fromarray(np.where(labels > 0, 255, 0).astype(np.uint8)).save(cells / f"c{i}_mask.png")
+    done = run_cli("evaluate", "--model", str(trained_run), "--image-dir", str(cells),
+                   "--out", str(tmp_path / "refused"))
+    assert done.returncode == 1 and "no mask holds cytoplasm" in done.stderr
+    assert "--masks cell" in done.stderr and not (tmp_path / "refused").exists()
+    scores = {}
+    for folder, masks in ((grey, "cell-nucleus"), (cells, "cell")):
+        out = tmp_path / f"e-{masks}"
+        done = run_cli("evaluate", "--model", str(trained_run), "--image-dir", str(folder),
+                       "--masks", masks, "--out", str(out))
+        assert done.returncode == 0, done.stderr[-3000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["masks"] == masks
+        scores[masks] = metrics["test"]
+    assert "nucleus_dice" in scores["cell-nucleus"] and "nucleus_dice" not in scores["cell"]
+    for key in ("whole_cell_dice", "whole_cell_iou", "ap50"):
+        assert scores["cell"][key] == pytest.approx(scores["cell-nucleus"][key], abs=1e-12)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--images", "all", "--fold", "1"], "give one of them"),
     (["--images", "nope-x"], "name none of the 200 images"),
     (["--image-dir", "."], "drop --synthetic"),
     (["--mask-dir", "."], "--mask-dir goes with --image-dir"),
+    (["--masks", "cell"], "--masks goes with --image-dir"),
 ])
 def test_evaluate_refuses_conflicting_or_empty_choices(trained_run, tmp_path, args, message):
     done = run_cli("evaluate", "--model", str(trained_run), "--synthetic", *args,

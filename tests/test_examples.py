@@ -158,9 +158,9 @@ def user_folder(root: Path, n: int = 6) -> tuple[Path, Path]:
 def test_finetune_reads_both_mask_encodings_alike(tmp_path):
     finetune = load_example("finetune")
     images, masks = user_folder(tmp_path, n=2)
-    grey = finetune.read_example(images / "cell_1.png", masks / "cell_1.png")["mask"]
-    Image.fromarray(grey).save(tmp_path / "indices.png")  # the same labels, as 0/1/2
-    again = finetune.read_example(images / "cell_1.png", tmp_path / "indices.png")["mask"]
+    grey = finetune.load_folder(images, masks)[1]["mask"]  # cell_1: grey 0/128/255
+    Image.fromarray(grey).save(masks / "cell_1.png")  # the same labels, as 0/1/2
+    again = finetune.load_folder(images, masks)[1]["mask"]
     assert set(np.unique(grey)) == {0, 1, 2}
     np.testing.assert_array_equal(grey, again)
 
@@ -189,15 +189,29 @@ def test_finetune_trains_keeps_a_validation_part_and_writes_model_and_config(tin
     assert len(changed) == len(base.get_weights()) and any(changed)
 
 
-def test_finetune_names_an_image_without_its_mask(tmp_path):
-    images, masks = user_folder(tmp_path, n=2)
+def lonely_image(images: Path, masks: Path) -> str:
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(images / "lonely.png")
-    stand_in = tmp_path / "model.keras"  # pairs are checked before the model is loaded
+    return f"{images / 'lonely.png'}: no mask; expected {masks / 'lonely'}.png"
+
+
+def whole_cell_masks(images: Path, masks: Path) -> str:
+    """Masks of 0/255 would read as all nucleus: the nucleus channel would learn the cell."""
+    for path in masks.iterdir():
+        labels = np.asarray(Image.open(path))
+        Image.fromarray(np.where(labels > 0, 255, 0).astype(np.uint8)).save(path)
+    return f"{masks}: no mask holds cytoplasm"
+
+
+@pytest.mark.parametrize("spoil", [lonely_image, whole_cell_masks])
+def test_finetune_refuses_a_folder_it_cannot_read_as_cells_and_nuclei(tmp_path, spoil):
+    images, masks = user_folder(tmp_path, n=2)
+    message = spoil(images, masks)
+    stand_in = tmp_path / "model.keras"  # the folder is read before the model is loaded
     stand_in.touch()
     done = run_example("finetune.py", "--model", stand_in,
                        "--images", images, "--masks", masks, "--out", tmp_path / "out")
     assert done.returncode == 1
-    assert f"{images / 'lonely.png'}: no mask; expected {masks / 'lonely'}.png" in done.stderr
+    assert message in done.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -26,8 +26,9 @@ def cmd_evaluate(args) -> int:
                  if getattr(args, name) is not None] + (["--synthetic"] if args.synthetic else [])
         if given:
             raise UsageError(f"--image-dir scores the pairs in that folder; drop {' '.join(given)}")
-    elif args.mask_dir:
-        raise UsageError("--mask-dir goes with --image-dir (the images of those masks)")
+    elif args.mask_dir or args.masks:
+        raise UsageError(f"--{'mask-dir' if args.mask_dir else 'masks'} goes with --image-dir "
+                         "(a folder of one's own images and masks)")
     scale = parse_scale(args.scale) if args.scale else None
     if not (args.model or args.onnx):
         if not args.out:
@@ -105,11 +106,12 @@ def _evaluation_data(args, config: UNetConfig):
     if args.image_dir:
         from unet_keras.data.folders import load_folder
 
-        examples = load_folder(Path(args.image_dir), args.mask_dir and Path(args.mask_dir))
+        masks = args.masks or "cell-nucleus"
+        examples = load_folder(Path(args.image_dir), args.mask_dir and Path(args.mask_dir), masks)
         source = f"{len(examples)} image/mask pairs from {Path(args.image_dir).resolve()}"
         return (FoldData([], [], examples, source, False), "folder",
                 {"image_dir": args.image_dir, "mask_dir": args.mask_dir or args.image_dir,
-                 "out_name": "evaluate-folder"})
+                 "masks": masks, "out_name": "evaluate-folder"})
     trained_on, images = config.dataset, args.images
     if args.dataset and args.dataset != config.dataset:
         config.dataset, images = args.dataset, images or "all"  # none of it was trained on

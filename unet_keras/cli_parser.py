@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from unet_keras.config import (BATCH_NORM_STATS, CHECKPOINT_METRICS, COLOUR_MODES, EDGE_CELLS,
-                               FINAL_SCALE_RANGE, INITS, LR_SCHEDULES, UNetConfig)
+                               FINAL_SCALE_RANGE, INITS, LR_SCHEDULES, MASK_KINDS,
+                               UNetConfig)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_DIVERGED, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130  # the meaning of each: unet_keras.cli's docstring
@@ -185,6 +186,10 @@ def _add_evaluate(sub) -> None:
                                        "mask of the same stem (grey 0/128/255 or labels 0/1/2)")
     p.add_argument("--mask-dir", help="the masks' folder (default: --image-dir, masks named "
                                       "STEM_mask)")
+    p.add_argument("--masks", choices=MASK_KINDS,
+                   help="what --image-dir's masks hold: cell-nucleus (the default: grey "
+                        "0/128/255 or labels 0/1/2) or cell (whole cells only, 0/255 or 0/1; "
+                        "the nucleus is not scored)")
     p.add_argument("--out", help="directory for metrics.json and per_image.csv (default: beside the model)")
     p.add_argument("--tta", action="store_true",
                    help="average the 8 flips and 90-degree turns (8x the inference time)")

@@ -37,6 +37,8 @@ EDGE_CELLS = ("keep", "drop")
 # `predict --colour`: map out-of-distribution colours (auto), every image, or none
 # (unet_keras.colour).
 COLOUR_MODES = ("auto", "always", "off")
+# What the masks of a user's own folder hold (``unet_keras.data.folders``).
+MASK_KINDS = ("cell-nucleus", "cell")
 
 
 class ConfigError(ValueError):

@@ -26,13 +26,15 @@ def score_probabilities(probs: Sequence[np.ndarray], examples: Sequence[dict],
 
     The prediction is postprocessed as ``predict`` does it (``postprocess.label_cells``): objects
     are the 8-connected components of at least ``min_cell_area`` pixels (without those cut by
-    the image edge, with ``edge_cells="drop"``), the instances AP counts.
+    the image edge, with ``edge_cells="drop"``), the instances AP counts. Nucleus scores are
+    left out for a 1-channel model and for an example whose ``nucleus_annotated`` is False.
     """
     rows = []
     for prob, example in zip(probs, examples):
         pred, instances = label_cells(prob, thresholds, "components", min_cell_area, edge_cells)
         scores = score_image(pred, example["mask"], pred_instances=instances,
-                             has_nucleus=prob.shape[-1] == 2)
+                             has_nucleus=prob.shape[-1] == 2
+                             and example.get("nucleus_annotated", True))
         rows.append({"image_id": example["image_id"], **scores})
     return rows, summarize(rows)
 

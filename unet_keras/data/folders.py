@@ -3,8 +3,9 @@
 Pairs are matched by stem: IMAGES/cell_07.jpg goes with MASKS/cell_07.png (or
 MASKS/cell_07_mask.png, the only form accepted when masks and images share a folder). A mask
 holds grey 0 (background), 128 (cytoplasm) and 255 (nucleus), like the Zheng et al. data, or
-class indices 0/1/2. ``unet-keras evaluate --image-dir`` and ``examples/finetune.py`` read
-folders through here.
+class indices 0/1/2 (kind "cell-nucleus"); or, from a laboratory that drew whole cells only,
+background 0 and cell 255 or 1 (kind "cell": nucleus not scored). ``unet-keras
+evaluate --image-dir`` and ``examples/finetune.py`` read folders through here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unet_keras.config import MASK_KINDS
 from unet_keras.data.zheng2018 import DataError, Pair, read_pair
 from unet_keras.image_io import IMAGE_SUFFIXES, ImageReadError, read_gray, read_rgb
 from unet_keras.predict import collect_inputs
@@ -51,15 +53,24 @@ def find_pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def read_example(image_path: Path, mask_path: Path) -> dict:
+def read_example(image_path: Path, mask_path: Path, kind: str = "cell-nucleus") -> dict:
     """An example like the dataset reader's: image (uint8 RGB), mask (0/1/2 labels), image_id.
 
+    Args:
+        kind: "cell-nucleus" (grey 0/128/255 or labels 0/1/2), or "cell": a whole-cell mask,
+            pixels above half its largest value are cell (0/255, 0/1 or anti-aliased greys);
+            the example then has label 1 for the cell and ``nucleus_annotated`` False.
     Raises:
         DataError: unreadable files, sizes that differ, or mask values in neither encoding.
     """
+    if kind not in MASK_KINDS:
+        raise ValueError(f"mask kind {kind!r}; expected one of {MASK_KINDS}")
     try:
         mask = read_gray(mask_path)
-        if mask.max() > 2:  # the dataset's grey levels: its reader checks and converts them
+        if kind == "cell":
+            image, _ = read_rgb(image_path)
+            labels = (mask.astype(np.int64) * 2 > int(mask.max())).astype(np.uint8)
+        elif mask.max() > 2:  # the dataset's grey levels: its reader checks and converts them
             image, labels = read_pair(Pair(image_path.stem, image_path, mask_path))
         else:
             image, _ = read_rgb(image_path)
@@ -69,19 +80,42 @@ def read_example(image_path: Path, mask_path: Path) -> dict:
     if labels.shape != image.shape[:2]:
         raise DataError(f"{mask_path}: mask is {labels.shape[1]}x{labels.shape[0]} but image "
                         f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; expected equal sizes")
-    return {"image": image, "mask": labels, "label": -1, "image_id": image_path.stem}
+    return {"image": image, "mask": labels, "label": -1, "image_id": image_path.stem,
+            "nucleus_annotated": kind == "cell-nucleus"}
 
 
-def load_folder(images: Path, masks: Path | None = None) -> list[dict]:
-    """Every (image, mask) pair of ``images`` and ``masks`` (default: the same folder, masks
-    named ``STEM_mask``) as examples, in image-name order.
+def check_both_classes(examples: list[dict], masks: Path) -> None:
+    """Refuse cell-and-nucleus masks in which one of the two classes never occurs.
+
+    Whole-cell masks (0/255 or 0/1) would otherwise read as all nucleus or all cytoplasm, and
+    the nucleus scores (or a fine-tuned nucleus channel) would be silently wrong.
 
     Raises:
-        DataError: see ``find_pairs`` and ``read_example``.
+        DataError: no mask of the folder holds cytoplasm, or none holds nucleus.
+    """
+    present = set()
+    for example in examples:
+        present.update(np.unique(example["mask"]).tolist())
+    missing = [name for label, name in ((1, "cytoplasm"), (2, "nucleus")) if label not in present]
+    if examples and missing:
+        raise DataError(f"{masks}: no mask holds {' or '.join(missing)}; expected "
+                        f"{EXPECTED_MASK}. Masks of whole cells only (0/255 or 0/1) are scored "
+                        "with `unet-keras evaluate --masks cell` (nucleus not scored)")
+
+
+def load_folder(images: Path, masks: Path | None = None, kind: str = "cell-nucleus") -> list[dict]:
+    """Every (image, mask) pair of ``images`` and ``masks`` (default: the same folder, masks
+    named ``STEM_mask``) as examples, in image-name order; ``kind`` as ``read_example``'s.
+
+    Raises:
+        DataError: see ``find_pairs``, ``read_example`` and ``check_both_classes``.
         InputError: no image files in ``images``.
     """
     images = Path(images)
     masks = Path(masks) if masks is not None else images
     if not images.is_dir():
         raise DataError(f"{images}: image folder not found")
-    return [read_example(*pair) for pair in find_pairs(images, masks)]
+    examples = [read_example(*pair, kind) for pair in find_pairs(images, masks)]
+    if kind == "cell-nucleus":
+        check_both_classes(examples, masks)
+    return examples
