@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from unet_keras.cv import CVError, complete_folds, read_fold  # noqa: E402
+from unet_keras.cv import read_fold, required_folds  # noqa: E402
 
 JSON_NAME, MARKDOWN_NAME = "fragments.json", "FRAGMENTS.md"
 FRACTIONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
@@ -109,9 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fractions = [float(v) for v in args.fractions.split(",")]
         if any(not 0.0 <= f < 1.0 for f in fractions):
             raise ValueError(f"--fractions {args.fractions}: expected values in [0, 1)")
-        runs = complete_folds(args.cv_dir)
-        if not runs:
-            raise CVError(f"{args.cv_dir}: no complete fold-k runs (fold-k/metrics.json)")
+        runs = required_folds(args.cv_dir)
         rows = [score_fold(run, fractions, args.data_dir, args.synthetic) for run in runs]
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

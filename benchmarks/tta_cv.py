@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from benchmarks.ablation import format_mean_sd  # noqa: E402
-from unet_keras.cv import SCORES, CVError, complete_folds, read_fold  # noqa: E402
+from unet_keras.cv import SCORES, read_fold, required_folds  # noqa: E402
 
 JSON_NAME, MARKDOWN_NAME = "tta.json", "TTA.md"
 
@@ -118,9 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from unet_keras.train import machine, versions
 
     try:
-        runs = complete_folds(args.cv_dir)
-        if not runs:
-            raise CVError(f"{args.cv_dir}: no complete fold-k runs (fold-k/metrics.json)")
+        runs = required_folds(args.cv_dir)
         rows = [score_fold(run, args.data_dir, args.synthetic) for run in runs]
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

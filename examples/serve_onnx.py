@@ -2,7 +2,8 @@
 
 Writes ``<stem>_mask.png`` (0 background, 128 cytoplasm, 255 nucleus; 0/255 for a whole-cell
 model) for every image and ``cells.csv``, one row per cell: whole-cell area, nucleus and
-cytoplasm areas, nucleus:cytoplasm ratio, centroid, bounding box, eccentricity, solidity.
+cytoplasm areas, nucleus:cytoplasm ratio, centroid, bounding box, eccentricity, solidity,
+equivalent diameter, perimeter, circularity and nucleus parts.
 Unreadable files are skipped and listed. The model file carries its own thresholds and config
 (``unet-keras export --model runs/NAME --out model.onnx`` writes one).
 

@@ -163,15 +163,20 @@ def test_watershed_from_nuclei_splits_cells_without_a_neck():
     assert instances[15, 12] != instances[15, 37]
 
 
-def test_lobed_nucleus_fragments_stay_one_cell():
+def test_lobed_nucleus_fragments_stay_one_cell(monkeypatch):
     # One round cell whose nucleus came out as three lobes 3 px apart (gaps: columns 23-25 and
-    # 30-32). Without joining fragments it would be cut into three cells.
+    # 30-32). Joining fragments makes one marker; without it, and without joining parts cut
+    # across the cell (postprocess.WIDE_CUT_RATIO), it would be cut into three cells.
+    from unet_keras import postprocess
+
     cell = np.zeros((60, 60), dtype=bool)
     cell[disk((30, 30), 20)] = True
     nucleus = np.zeros_like(cell)
     nucleus[27:34, 18:23] = nucleus[27:34, 26:30] = nucleus[27:34, 33:38] = True
-    assert separate_instances(cell, nucleus, nucleus_gap_px=0).max() == 3
     assert separate_instances(cell, nucleus).max() == 1
+    monkeypatch.setattr(postprocess, "WIDE_CUT_RATIO", np.inf)
+    assert separate_instances(cell, nucleus).max() == 1
+    assert separate_instances(cell, nucleus, nucleus_gap_px=0).max() == 3
 
 
 def test_cell_without_nucleus_falls_back_to_distance_peaks():
@@ -214,9 +219,32 @@ def test_measure_square_cell_with_square_nucleus():
             row["bbox_max_col"]) == (2, 3, 12, 13)
     assert row["eccentricity"] == pytest.approx(0.0, abs=1e-6)
     assert row["solidity"] == pytest.approx(1.0)
+    # A disk of area 100 has diameter sqrt(400 / pi); the perimeter runs through the centres of
+    # the outer pixels, 4 sides of 9 px; circularity 4 pi 100 / 36^2.
+    assert row["equivalent_diameter"] == pytest.approx(math.sqrt(400 / math.pi))
+    assert row["perimeter"] == pytest.approx(36.0)
+    assert row["circularity"] == pytest.approx(4 * math.pi * 100 / 36**2)
+    assert row["nucleus_parts"] == 1
 
     (unknown,) = measure_cells(instances, label_map, "cell.bmp", has_nucleus=False)
     assert math.isnan(unknown["nc_ratio"]) and math.isnan(unknown["nucleus_area"])
+    assert math.isnan(unknown["nucleus_parts"]) and unknown["perimeter"] == row["perimeter"]
+
+
+def test_nucleus_parts_count_the_lobes_apart_in_each_cell():
+    # Cell 1 holds three nucleus pieces, two of them touching at a corner (one 8-connected
+    # part): 2 parts. Cell 2, apart, holds one: its pieces are not cell 1's.
+    label_map = np.zeros((30, 40), dtype=np.uint8)
+    label_map[2:20, 2:20] = 1
+    label_map[4:8, 4:8] = 2
+    label_map[8:10, 8:10] = 2  # touches the first at the corner (7, 7)-(8, 8)
+    label_map[12:16, 12:16] = 2
+    label_map[5:25, 25:38] = 1
+    label_map[10:14, 28:32] = 2
+    instances = separate_instances(label_map > 0, method="components")
+    first, second = measure_cells(instances, label_map, "x.png")
+    assert (first["nucleus_parts"], second["nucleus_parts"]) == (2, 1)
+    assert first["nucleus_area"] == 16 + 4 + 16
 
 
 def test_measure_disk_and_all_nucleus_cell():

@@ -53,6 +53,35 @@ def test_hand_checked_counts_of_two_overlapping_discs(distance, nucleus_radius, 
     assert counts(two_discs(distance, nucleus_radius)) == expected
 
 
+def test_a_cell_cut_across_by_its_lobes_joins_again(monkeypatch):
+    """A neutrophil's lobes, 8 px apart (beyond nucleus_gap_px), seed two parts split down the
+    middle of the cell: a cut as wide as the cell. Without the join the cell counts twice."""
+    from unet_keras import postprocess
+
+    labels = np.zeros((80, 80), np.uint8)
+    labels[disk((40, 40), 30)] = 1
+    labels[disk((40, 28), 8)] = 2
+    labels[disk((40, 52), 8)] = 2
+    assert counts(labels)[2] == 1
+    monkeypatch.setattr(postprocess, "WIDE_CUT_RATIO", np.inf)
+    assert counts(labels)[2] == 2
+
+
+def test_only_cuts_wide_for_the_smaller_part_join():
+    """Two rectangles of 20 rows side by side meet along a 20 px cut. Beside a 5-column part
+    (100 px, equivalent diameter sqrt(400 / pi) = 11.3) the cut is 1.77 of it: joined; beside a
+    10-column part (200 px, diameter 16.0) 1.25: kept apart. Apart, nothing joins."""
+    from unet_keras.postprocess import _join_wide_cuts
+
+    for width, expected in ((5, 1), (10, 2)):
+        instances = np.zeros((24, 40), np.int32)
+        instances[2:22, 2:2 + width] = 1
+        instances[2:22, 2 + width:30] = 2
+        assert len(np.unique(_join_wide_cuts(instances))) - 1 == expected
+    instances[:, 2 + 10] = 0  # a column of background between them
+    assert len(np.unique(_join_wide_cuts(instances))) - 1 == 2
+
+
 def test_equal_distance_peaks_both_seed_however_shallow_the_saddle():
     # h_maxima keeps a peak unless it is joined to a *higher* one by a saddle less than h below
     # it. Equal discs of radius 16, centres 12 px apart: peaks 16 and 16, saddle 15. Neither

@@ -67,3 +67,28 @@ def test_fragment_sweep_rejects_a_fraction_of_one(tiny_cv, tmp_path, capsys):
                                    "--fractions", "0,1"]) == 1
     assert "expected values in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
+
+
+def test_cell_measures_pair_every_cell_the_cv_scoring_finds(tiny_cv, tmp_path):
+    """The per-cell benchmark over the tiny CV: one count row per test image, pairs whose
+    measurements are those of measure_cells, and the report's files."""
+    from benchmarks import cell_measures
+
+    out = tmp_path / "m"
+    assert cell_measures.main([str(tiny_cv), "--out", str(out), "--synthetic",
+                               "--instances", "components"]) == 0
+    report = json.loads((out / cell_measures.JSON_NAME).read_text())
+    assert report["instances"] == "components" and [f["fold"] for f in report["folds"]] == [0, 1]
+    for fold in report["folds"]:
+        trained = json.loads((tiny_cv / f"fold-{fold['fold']}" / "metrics.json").read_text())
+        assert len(fold["counts"]) == trained["test"]["n_images"]
+        for pair in fold["pairs"]:
+            assert pair["iou"] > cell_measures.MATCH_IOU
+            assert set(pair["predicted"]) == set(pair["annotated"]) >= set(cell_measures.MEASURES)
+    pairs = [p for f in report["folds"] for p in f["pairs"]]
+    assert pairs  # a 1-epoch model still finds a few of the synthetic cells
+    assert report["summaries"]["all cells"]["n_cells"] == len(pairs)
+    assert "| all cells |" in (out / cell_measures.MARKDOWN_NAME).read_text()
+    assert (out / cell_measures.PLOT_NAME).stat().st_size > 0
+    assert cell_measures.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
+    assert not (tmp_path / "x").exists()

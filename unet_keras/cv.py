@@ -112,6 +112,14 @@ def complete_folds(out: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(FOLD_NAME.fullmatch(p.name).group(1)))
 
 
+def required_folds(out: str | Path) -> list[Path]:
+    """``complete_folds``, refusing a directory that holds none (CVError names it)."""
+    runs = complete_folds(out)
+    if not runs:
+        raise CVError(f"{out}: no complete fold-k runs (fold-k/metrics.json)")
+    return runs
+
+
 def summarize(dirs: Sequence[str | Path]) -> dict:
     """Aggregate complete fold runs: per-fold test scores and timings, their mean and sample sd.
 

@@ -122,8 +122,9 @@ def pixel_scores(counts: PixelCounts) -> dict[str, float]:
     }
 
 
-def _iou_matrix(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """IoU of every predicted object (rows) with every true object (columns); 0 = background."""
+def iou_matrix(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of every predicted object (rows) with every true object (columns), each in
+    increasing id order; 0 = background."""
     pred_ids, pred_index = np.unique(pred.ravel(), return_inverse=True)
     true_ids, true_index = np.unique(truth.ravel(), return_inverse=True)
     joint = np.bincount(pred_index * len(true_ids) + true_index,
@@ -174,7 +175,7 @@ def instance_counts(pred_instances: np.ndarray, true_instances: np.ndarray,
     thresholds = tuple(float(t) for t in thresholds)
     if not thresholds or not all(0.0 < t <= 1.0 for t in thresholds):
         raise ValueError(f"instance_counts: IoU thresholds {thresholds}; expected values in (0, 1]")
-    iou = _iou_matrix(pred, truth)
+    iou = iou_matrix(pred, truth)
     n_pred, n_true = iou.shape
     tp = tuple(_matches(iou, t) for t in thresholds)
     return InstanceCounts(thresholds, tp, tuple(n_pred - m for m in tp),

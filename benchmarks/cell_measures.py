@@ -1,0 +1,270 @@
+"""How closely `predict`'s per-cell measurements match the annotated cells', over a
+cross-validation's test folds.
+
+    python -m benchmarks.cell_measures CV_DIR --out DIR [--instances watershed|components]
+        [--data-dir D] [--synthetic]
+
+For every complete ``CV_DIR/fold-k`` (written by ``unet-keras cv``), the fold's test images are
+predicted by the plain model, as training scored them, and postprocessed as ``unet-keras
+predict`` does (``postprocess.label_cells``: the run's thresholds, smallest object and edge
+setting, and its instance separation: ``--instances``, watershed by default as in predict).
+The annotated cells are the 8-connected components of each mask.
+Both sides are measured by the same ``postprocess.measure_cells`` (the columns of
+``cells.csv``). Each annotated cell is paired with the predicted cell of highest IoU when that
+IoU exceeds 0.5, which makes the pairs one-to-one.
+
+Per cell type (the dataset's class labels) and over all cells: for each measurement the bias
+(mean of (predicted - annotated) / annotated), the mean absolute relative error and Pearson's r;
+for nucleus parts the share of cells with the annotated count and the table of counts; and per
+image the predicted cell count against the annotated one.
+
+Outputs: DIR/cell_measures.json (every pair's measurements, the summaries, machine, versions),
+DIR/MEASURES.md and DIR/measures.png (predicted against annotated area, nucleus area and
+nucleus:cytoplasm ratio). Nothing is written when a fold cannot be read; the error names it and
+the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from skimage.measure import label as connected_components  # noqa: E402
+
+from unet_keras.cv import read_fold, required_folds  # noqa: E402
+from unet_keras.data.zheng2018 import CLASS_NAMES  # noqa: E402
+from unet_keras.metrics import iou_matrix  # noqa: E402
+from unet_keras.postprocess import label_cells, measure_cells  # noqa: E402
+
+JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "cell_measures.json", "MEASURES.md", "measures.png"
+MEASURES = ("area", "equivalent_diameter", "perimeter", "circularity", "solidity",
+            "nucleus_area", "cytoplasm_area", "nc_ratio")
+MATCH_IOU = 0.5
+ALL_CELLS = "all cells"
+
+
+def pair_cells(pred_labels: np.ndarray, pred_instances: np.ndarray, true_labels: np.ndarray,
+               image_id: str) -> tuple[list[dict], int, int]:
+    """(pairs, annotated cells, predicted cells) of one image.
+
+    Each pair is {"image_id", "iou", "annotated": measure_cells row, "predicted": row} for an
+    annotated cell and the predicted cell overlapping it with IoU > ``MATCH_IOU``.
+    """
+    true_instances = connected_components(np.asarray(true_labels) > 0, connectivity=2)
+    annotated = measure_cells(true_instances, true_labels, image_id)
+    predicted = measure_cells(pred_instances, pred_labels, image_id)
+    iou = iou_matrix(pred_instances, true_instances)  # rows and columns in label order
+    pairs = []
+    for column, cell in enumerate(annotated):
+        if not iou.shape[0]:
+            break
+        row = int(np.argmax(iou[:, column]))
+        if iou[row, column] > MATCH_IOU:
+            pairs.append({"image_id": image_id, "iou": float(iou[row, column]),
+                          "annotated": cell, "predicted": predicted[row]})
+    return pairs, len(annotated), len(predicted)
+
+
+def _relative(pairs: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(annotated, predicted) values of ``key`` where both are finite and the annotated one is
+    not zero (a relative error needs it)."""
+    values = np.array([(p["annotated"][key], p["predicted"][key]) for p in pairs], float)
+    if not len(values):
+        return np.zeros(0), np.zeros(0)
+    keep = np.isfinite(values).all(axis=1) & (values[:, 0] != 0)
+    return values[keep, 0], values[keep, 1]
+
+
+def summarise(pairs: Sequence[dict]) -> dict:
+    """Per measurement: n, mean annotated and predicted, bias and mean absolute error (both
+    relative to the annotated value), Pearson's r (NaN under 3 pairs or with no spread); nucleus
+    parts: agreement and the {"annotated->predicted": count} table."""
+    out: dict = {"n_cells": len(pairs)}
+    for key in MEASURES:
+        truth, pred = _relative(pairs, key)
+        relative = (pred - truth) / truth if len(truth) else np.zeros(0)
+        spread = len(truth) >= 3 and truth.std() > 0 and pred.std() > 0
+        out[key] = {
+            "n": int(len(truth)),
+            "annotated_mean": float(truth.mean()) if len(truth) else math.nan,
+            "predicted_mean": float(pred.mean()) if len(truth) else math.nan,
+            "bias": float(relative.mean()) if len(truth) else math.nan,
+            "mean_abs_error": float(np.abs(relative).mean()) if len(truth) else math.nan,
+            "pearson_r": float(np.corrcoef(truth, pred)[0, 1]) if spread else math.nan,
+        }
+    counts = [(p["annotated"]["nucleus_parts"], p["predicted"]["nucleus_parts"]) for p in pairs
+              if not math.isnan(p["predicted"]["nucleus_parts"])]
+    table: dict[str, int] = {}
+    for truth, pred in counts:
+        table[f"{truth}->{pred}"] = table.get(f"{truth}->{pred}", 0) + 1
+    out["nucleus_parts"] = {
+        "n": len(counts),
+        "agreement": (sum(t == p for t, p in counts) / len(counts)) if counts else math.nan,
+        "table": dict(sorted(table.items())),
+    }
+    return out
+
+
+def score_fold(run: Path, data_dir: str | None, synthetic: bool,
+               instances: str = "watershed") -> dict:
+    """One fold's pairs (with the cell type) and per-image cell counts."""
+    from unet_keras.data.loading import load_test_fold
+    from unet_keras.inference import predict_probabilities
+    from unet_keras.model import load_model
+
+    _, config = read_fold(run)
+    data = load_test_fold(config, data_dir, synthetic=synthetic)
+    model = load_model(run / "model.keras")
+    probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
+    pairs, counts = [], []
+    for prob, example in zip(probs, data.test):
+        labels, cells = label_cells(prob, config.thresholds, instances, config.min_cell_area,
+                                    config.edge_cells)
+        found, n_true, n_pred = pair_cells(labels, cells, example["mask"], example["image_id"])
+        cell_type = CLASS_NAMES[example["label"]] if 0 <= example["label"] < len(
+            CLASS_NAMES) else CLASS_NAMES[-1]
+        for pair in found:
+            pair.update(fold=config.fold, cell_type=cell_type)
+        pairs += found
+        counts.append({"image_id": example["image_id"], "annotated": n_true,
+                       "predicted": n_pred, "matched": len(found)})
+    return {"fold": config.fold, "data_source": data.source, "pairs": pairs, "counts": counts}
+
+
+def summaries(pairs: Sequence[dict]) -> dict[str, dict]:
+    """``summarise`` over all cells, then each cell type in ``CLASS_NAMES`` order."""
+    groups = {ALL_CELLS: list(pairs)}
+    for name in CLASS_NAMES:
+        chosen = [p for p in pairs if p["cell_type"] == name]
+        if chosen:
+            groups[name] = chosen
+    return {name: summarise(chosen) for name, chosen in groups.items()}
+
+
+def _pct(value: float, signed: bool = True) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{100 * value:+.1f} %" if signed else f"{100 * value:.1f} %"
+
+
+def render_markdown(report: dict) -> str:
+    folds, groups = report["folds"], report["summaries"]
+    counts = [c for f in folds for c in f["counts"]]
+    n_true = sum(c["annotated"] for c in counts)
+    n_matched = sum(c["matched"] for c in counts)
+    same_count = sum(c["predicted"] == c["annotated"] for c in counts)
+    lines = [f"# Per-cell measurements against the annotations: {len(folds)} folds of "
+             f"{report['cv_dir']}", "",
+             f"- Data: {folds[0]['data_source']}; test images of folds "
+             f"{', '.join(str(f['fold']) for f in folds)} ({len(counts)} images)",
+             "- Predicted as `unet-keras predict` postprocesses (each run's thresholds, smallest "
+             f"object, edge setting; {report['instances']} instances), measured by the same "
+             "`measure_cells` as the annotated masks' 8-connected cells",
+             f"- Pairs: an annotated cell and the predicted cell of highest IoU, when over "
+             f"{MATCH_IOU}: {n_matched} of {n_true} annotated cells",
+             f"- Cell count per image equal to the annotated count: {same_count} of "
+             f"{len(counts)} images", "",
+             "Bias: mean of (predicted - annotated) / annotated; error: mean absolute relative "
+             "error; r: Pearson's correlation across cells.", "",
+             "| cells | n | area bias / error | nucleus area bias / error | N:C ratio bias / "
+             "error | N:C ratio r | equivalent diameter error | circularity error | nucleus "
+             "parts as annotated |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, g in groups.items():
+        parts = g["nucleus_parts"]["agreement"]
+        lines.append(
+            f"| {name} | {g['n_cells']} | {_pct(g['area']['bias'])} / "
+            f"{_pct(g['area']['mean_abs_error'], signed=False)} | {_pct(g['nucleus_area']['bias'])} / "
+            f"{_pct(g['nucleus_area']['mean_abs_error'], signed=False)} | {_pct(g['nc_ratio']['bias'])} / "
+            f"{_pct(g['nc_ratio']['mean_abs_error'], signed=False)} | {g['nc_ratio']['pearson_r']:.3f} | "
+            f"{_pct(g['equivalent_diameter']['mean_abs_error'], signed=False)} | "
+            f"{_pct(g['circularity']['mean_abs_error'], signed=False)} | "
+            + ("-" if math.isnan(parts) else f"{100 * parts:.1f} %") + " |")
+    overall = groups[ALL_CELLS]
+    lines += ["", "All cells, every measurement:", "",
+              "| measurement | annotated mean | predicted mean | bias | error | r |",
+              "|---|---|---|---|---|---|"]
+    for key in MEASURES:
+        m = overall[key]
+        lines.append(f"| {key} | {m['annotated_mean']:.3f} | {m['predicted_mean']:.3f} | "
+                     f"{_pct(m['bias'])} | {_pct(m['mean_abs_error'], signed=False)} | "
+                     f"{m['pearson_r']:.3f} |")
+    lines += ["", "Nucleus parts (8-connected pieces of nucleus in the cell), annotated -> "
+              "predicted: " + ", ".join(f"{k}: {v}" for k, v in
+                                        overall["nucleus_parts"]["table"].items()), "",
+              f"Machine: {report['machine']['cpu_count']} CPUs ({report['machine']['platform']}). "
+              f"Numbers and every pair: {JSON_NAME}; plot: {PLOT_NAME}.", ""]
+    return "\n".join(lines)
+
+
+def write_plot(pairs: Sequence[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (("area", "cell area (px)"), ("nucleus_area", "nucleus area (px)"),
+            ("nc_ratio", "nucleus:cytoplasm ratio"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(13, 4.2))
+    for ax, (key, title) in zip(axes, keys):
+        for name in CLASS_NAMES:
+            truth, pred = _relative([p for p in pairs if p["cell_type"] == name], key)
+            if len(truth):
+                ax.scatter(truth, pred, s=9, alpha=0.7, label=name)
+        low, high = ax.get_xlim()
+        ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
+        ax.set_xlabel(f"annotated {title}")
+        ax.set_ylabel(f"predicted {title}")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cell_measures",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cv_dir", help="a directory of fold-k runs written by `unet-keras cv`")
+    parser.add_argument("--out", required=True,
+                        help=f"directory for {JSON_NAME}, {MARKDOWN_NAME} and {PLOT_NAME}")
+    parser.add_argument("--instances", default="watershed", choices=["watershed", "components"],
+                        help="how touching cells are separated, as predict --instances")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--synthetic", action="store_true")
+    args = parser.parse_args(argv)
+    from unet_keras.image_io import atomic_write_text
+    from unet_keras.train import machine, versions
+
+    try:
+        runs = required_folds(args.cv_dir)
+        folds = [score_fold(run, args.data_dir, args.synthetic, args.instances) for run in runs]
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    pairs = [p for f in folds for p in f["pairs"]]
+    report = {"cv_dir": str(args.cv_dir), "instances": args.instances, "match_iou": MATCH_IOU,
+              "folds": folds,
+              "summaries": summaries(pairs), "machine": machine(), "versions": versions()}
+    text = render_markdown(report)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / JSON_NAME, json.dumps(report, indent=2, default=float) + "\n")
+    atomic_write_text(out / MARKDOWN_NAME, text)
+    write_plot(pairs, out / PLOT_NAME)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""benchmarks.cell_measures on hand-made label maps: pairing by IoU and the summaries worked out
+by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.cell_measures import pair_cells, summarise
+from unet_keras.postprocess import separate_instances
+
+
+def cell(label_map: np.ndarray, rows: slice, cols: slice, nucleus: tuple[slice, slice]) -> None:
+    label_map[rows, cols] = 1
+    label_map[nucleus] = 2
+
+
+def test_cells_pair_by_iou_over_half_and_compare_their_measurements():
+    truth = np.zeros((40, 60), np.uint8)
+    cell(truth, slice(2, 12), slice(2, 12), (slice(4, 8), slice(4, 8)))  # 100 px, nucleus 16
+    cell(truth, slice(20, 30), slice(40, 50), (slice(22, 26), slice(42, 46)))  # missed below
+    pred = np.zeros_like(truth)
+    cell(pred, slice(2, 12), slice(2, 14), (slice(4, 9), slice(4, 8)))  # 120 px, nucleus 20
+    cell(pred, slice(20, 24), slice(40, 44), (slice(21, 23), slice(41, 43)))  # IoU 16/100
+    cell(pred, slice(30, 38), slice(10, 18), (slice(32, 34), slice(12, 14)))  # no annotated cell
+    instances = separate_instances(pred > 0, method="components", min_size=1)
+    pairs, n_true, n_pred = pair_cells(pred, instances, truth, "img")
+    assert (n_true, n_pred) == (2, 3)
+    (pair,) = pairs
+    assert pair["iou"] == pytest.approx(100 / 120)
+    assert (pair["annotated"]["area"], pair["predicted"]["area"]) == (100, 120)
+    assert (pair["annotated"]["nucleus_area"], pair["predicted"]["nucleus_area"]) == (16, 20)
+
+    summary = summarise(pairs)
+    assert summary["n_cells"] == 1
+    assert summary["area"]["bias"] == pytest.approx(0.2)  # (120 - 100) / 100
+    assert summary["nucleus_area"]["mean_abs_error"] == pytest.approx(0.25)
+    # N:C 20/100 against 16/84: relative error (0.2 - 4/21) / (4/21) = 0.05.
+    assert summary["nc_ratio"]["bias"] == pytest.approx(0.05)
+    assert math.isnan(summary["area"]["pearson_r"])  # one pair: no correlation
+    assert summary["nucleus_parts"] == {"n": 1, "agreement": 1.0, "table": {"1->1": 1}}
+
+
+def test_summaries_average_relative_errors_and_count_nucleus_parts():
+    def pair(area_true, area_pred, parts_true, parts_pred):
+        row = {key: 1.0 for key in ("equivalent_diameter", "perimeter", "circularity",
+                                    "solidity", "nucleus_area", "cytoplasm_area", "nc_ratio")}
+        return {"annotated": {**row, "area": area_true, "nucleus_parts": parts_true},
+                "predicted": {**row, "area": area_pred, "nucleus_parts": parts_pred}}
+
+    pairs = [pair(100, 90, 1, 1), pair(200, 220, 2, 1), pair(400, 400, 3, 3),
+             pair(0, 5, 2, 2)]  # an annotated area of 0 has no relative error: left out
+    summary = summarise(pairs)
+    area = summary["area"]
+    assert area["n"] == 3
+    assert area["bias"] == pytest.approx((-0.1 + 0.1 + 0.0) / 3)
+    assert area["mean_abs_error"] == pytest.approx(0.2 / 3)
+    assert area["pearson_r"] == pytest.approx(np.corrcoef([100, 200, 400], [90, 220, 400])[0, 1])
+    assert math.isnan(summary["circularity"]["pearson_r"])  # every value alike: no spread
+    assert summary["nucleus_parts"]["agreement"] == pytest.approx(3 / 4)
+    assert summary["nucleus_parts"]["table"] == {"1->1": 1, "2->1": 1, "2->2": 1, "3->3": 1}
