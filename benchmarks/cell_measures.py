@@ -1,12 +1,14 @@
-"""How closely `predict`'s per-cell measurements match the annotated cells', over a
-cross-validation's test folds.
+"""How closely `predict`'s per-cell measurements match the annotated cells', over the test
+parts of trained runs.
 
-    python -m benchmarks.cell_measures CV_DIR --out DIR [--instances watershed|components]
-        [--data-dir D] [--synthetic]
+    python -m benchmarks.cell_measures RUN_OR_CV_DIR [...] --out DIR
+        [--instances watershed|components] [--adapt] [--data-dir D] [--synthetic]
 
-For every complete ``CV_DIR/fold-k`` (written by ``unet-keras cv``), the fold's test images are
-predicted by the plain model, as training scored them, and postprocessed as ``unet-keras
-predict`` does (``postprocess.label_cells``: the run's thresholds, smallest object and edge
+Each argument is a training run (its test part: a fold, or ``--test-ids`` images such as
+another acquisition batch) or a cross-validation (every complete ``fold-k`` written by
+``unet-keras cv``). The test images are predicted by the plain model, as training scored them
+(``--adapt``: through predict's defaults for images from elsewhere, ``--scale auto --colour
+auto``), and postprocessed as ``unet-keras predict`` does (``postprocess.label_cells``: the run's thresholds, smallest object and edge
 setting, and its instance separation: ``--instances``, watershed by default as in predict).
 The annotated cells are the 8-connected components of each mask.
 Both sides are measured by the same ``postprocess.measure_cells`` (the columns of
@@ -20,7 +22,7 @@ image the predicted cell count against the annotated one.
 
 Outputs: DIR/cell_measures.json (every pair's measurements, the summaries, machine, versions),
 DIR/MEASURES.md and DIR/measures.png (predicted against annotated area, nucleus area and
-nucleus:cytoplasm ratio). Nothing is written when a fold cannot be read; the error names it and
+nucleus:cytoplasm ratio). Nothing is written when a run cannot be read; the error names it and
 the exit code is 1.
 """
 
@@ -40,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from skimage.measure import label as connected_components  # noqa: E402
 
-from unet_keras.cv import read_fold, required_folds  # noqa: E402
+from unet_keras.cv import METRICS_FILENAME, read_fold, required_folds  # noqa: E402
 from unet_keras.data.zheng2018 import CLASS_NAMES  # noqa: E402
 from unet_keras.metrics import iou_matrix  # noqa: E402
 from unet_keras.postprocess import label_cells, measure_cells  # noqa: E402
@@ -115,16 +117,22 @@ def summarise(pairs: Sequence[dict]) -> dict:
 
 
 def score_fold(run: Path, data_dir: str | None, synthetic: bool,
-               instances: str = "watershed") -> dict:
-    """One fold's pairs (with the cell type) and per-image cell counts."""
+               instances: str = "watershed", adapt: bool = False) -> dict:
+    """One run's pairs (with the cell type) and per-image cell counts."""
     from unet_keras.data.loading import load_test_fold
-    from unet_keras.inference import predict_probabilities
+    from unet_keras.domain import DomainAdapter
+    from unet_keras.inference import keras_probability_fn, predict_probabilities
     from unet_keras.model import load_model
 
     _, config = read_fold(run)
     data = load_test_fold(config, data_dir, synthetic=synthetic)
     model = load_model(run / "model.keras")
-    probs = predict_probabilities(model, [e["image"] for e in data.test], config.multiple)
+    images = [e["image"] for e in data.test]
+    if adapt:
+        adapter = DomainAdapter(keras_probability_fn(model, config.multiple), config)
+        probs = [adapter(image) for image in images]
+    else:
+        probs = predict_probabilities(model, images, config.multiple)
     pairs, counts = [], []
     for prob, example in zip(probs, data.test):
         labels, cells = label_cells(prob, config.thresholds, instances, config.min_cell_area,
@@ -137,7 +145,17 @@ def score_fold(run: Path, data_dir: str | None, synthetic: bool,
         pairs += found
         counts.append({"image_id": example["image_id"], "annotated": n_true,
                        "predicted": n_pred, "matched": len(found)})
-    return {"fold": config.fold, "data_source": data.source, "pairs": pairs, "counts": counts}
+    return {"run": str(run), "fold": config.fold, "test_part": config.test_part,
+            "data_source": data.source, "pairs": pairs, "counts": counts}
+
+
+def runs_of(source: Path) -> list[Path]:
+    """A training run itself, or a cross-validation's complete fold runs.
+
+    Raises:
+        CVError: neither (the error names the path).
+    """
+    return [source] if (source / METRICS_FILENAME).is_file() else required_folds(source)
 
 
 def summaries(pairs: Sequence[dict]) -> dict[str, dict]:
@@ -162,13 +180,15 @@ def render_markdown(report: dict) -> str:
     n_true = sum(c["annotated"] for c in counts)
     n_matched = sum(c["matched"] for c in counts)
     same_count = sum(c["predicted"] == c["annotated"] for c in counts)
-    lines = [f"# Per-cell measurements against the annotations: {len(folds)} folds of "
-             f"{report['cv_dir']}", "",
-             f"- Data: {folds[0]['data_source']}; test images of folds "
-             f"{', '.join(str(f['fold']) for f in folds)} ({len(counts)} images)",
-             "- Predicted as `unet-keras predict` postprocesses (each run's thresholds, smallest "
-             f"object, edge setting; {report['instances']} instances), measured by the same "
-             "`measure_cells` as the annotated masks' 8-connected cells",
+    how = ("through predict's defaults (`--scale auto --colour auto`)" if report["adapt"]
+           else "by the plain model")
+    lines = [f"# Per-cell measurements against the annotations: {', '.join(report['sources'])}",
+             "",
+             f"- Data: {folds[0]['data_source']}; test parts: "
+             f"{'; '.join(f['test_part'] for f in folds)} ({len(counts)} images)",
+             f"- Predicted {how} and postprocessed as `unet-keras predict` does (each run's "
+             f"thresholds, smallest object, edge setting; {report['instances']} instances), "
+             "measured by the same `measure_cells` as the annotated masks' 8-connected cells",
              f"- Pairs: an annotated cell and the predicted cell of highest IoU, when over "
              f"{MATCH_IOU}: {n_matched} of {n_true} annotated cells",
              f"- Cell count per image equal to the annotated count: {same_count} of "
@@ -235,11 +255,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cell_measures",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cv_dir", help="a directory of fold-k runs written by `unet-keras cv`")
+    parser.add_argument("runs", nargs="+", help="training runs, or cross-validations (directories "
+                                                "of fold-k runs written by `unet-keras cv`)")
     parser.add_argument("--out", required=True,
                         help=f"directory for {JSON_NAME}, {MARKDOWN_NAME} and {PLOT_NAME}")
     parser.add_argument("--instances", default="watershed", choices=["watershed", "components"],
                         help="how touching cells are separated, as predict --instances")
+    parser.add_argument("--adapt", action="store_true",
+                        help="predict through predict's defaults for images from elsewhere "
+                             "(--scale auto --colour auto) instead of the plain model")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--synthetic", action="store_true")
     args = parser.parse_args(argv)
@@ -247,14 +271,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from unet_keras.train import machine, versions
 
     try:
-        runs = required_folds(args.cv_dir)
-        folds = [score_fold(run, args.data_dir, args.synthetic, args.instances) for run in runs]
+        runs = [run for source in args.runs for run in runs_of(Path(source))]
+        folds = [score_fold(run, args.data_dir, args.synthetic, args.instances, args.adapt)
+                 for run in runs]
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     pairs = [p for f in folds for p in f["pairs"]]
-    report = {"cv_dir": str(args.cv_dir), "instances": args.instances, "match_iou": MATCH_IOU,
-              "folds": folds,
+    report = {"sources": args.runs, "instances": args.instances, "adapt": args.adapt,
+              "match_iou": MATCH_IOU, "folds": folds,
               "summaries": summaries(pairs), "machine": machine(), "versions": versions()}
     text = render_markdown(report)
     out = Path(args.out)

@@ -90,5 +90,11 @@ def test_cell_measures_pair_every_cell_the_cv_scoring_finds(tiny_cv, tmp_path):
     assert report["summaries"]["all cells"]["n_cells"] == len(pairs)
     assert "| all cells |" in (out / cell_measures.MARKDOWN_NAME).read_text()
     assert (out / cell_measures.PLOT_NAME).stat().st_size > 0
+    # One run, through predict's defaults for images from elsewhere.
+    assert cell_measures.main([str(tiny_cv / "fold-1"), "--adapt", "--out", str(tmp_path / "a"),
+                               "--synthetic"]) == 0
+    adapted = json.loads((tmp_path / "a" / cell_measures.JSON_NAME).read_text())
+    assert adapted["adapt"] and [f["fold"] for f in adapted["folds"]] == [1]
+    assert "through predict's defaults" in (tmp_path / "a" / cell_measures.MARKDOWN_NAME).read_text()
     assert cell_measures.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
     assert not (tmp_path / "x").exists()

@@ -224,7 +224,10 @@ def _add_predict(sub) -> None:
     source.add_argument("--onnx", help="an ONNX file from `unet-keras export`")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
-    p.add_argument("--instances", default="watershed", choices=["watershed", "components"])
+    p.add_argument("--instances", default="watershed", choices=["watershed", "components"],
+                   help="how touching cells are told apart in cells.csv: watershed (default; "
+                        "seeded by the nuclei with a nucleus channel, a cell cut across by its "
+                        "lobes kept whole) or components (each connected blob one cell)")
     p.add_argument("--edge-cells", choices=EDGE_CELLS,
                    help="drop: leave out cells cut by the image edge when another cell is clear "
                         "of it; keep: measure every cell (default: the model's tuned setting)")
