@@ -39,81 +39,14 @@ from typing import Sequence
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-from skimage.measure import label as connected_components  # noqa: E402
-
+from unet_keras.cell_agreement import (MATCH_IOU, MEASURES, pair_cells,  # noqa: E402
+                                       paired_values, summarise)
 from unet_keras.cv import METRICS_FILENAME, read_fold, required_folds  # noqa: E402
 from unet_keras.data.zheng2018 import CLASS_NAMES  # noqa: E402
-from unet_keras.metrics import iou_matrix  # noqa: E402
-from unet_keras.postprocess import label_cells, measure_cells  # noqa: E402
+from unet_keras.postprocess import label_cells  # noqa: E402
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "cell_measures.json", "MEASURES.md", "measures.png"
-MEASURES = ("area", "equivalent_diameter", "perimeter", "circularity", "solidity",
-            "nucleus_area", "cytoplasm_area", "nc_ratio")
-MATCH_IOU = 0.5
 ALL_CELLS = "all cells"
-
-
-def pair_cells(pred_labels: np.ndarray, pred_instances: np.ndarray, true_labels: np.ndarray,
-               image_id: str) -> tuple[list[dict], int, int]:
-    """(pairs, annotated cells, predicted cells) of one image.
-
-    Each pair is {"image_id", "iou", "annotated": measure_cells row, "predicted": row} for an
-    annotated cell and the predicted cell overlapping it with IoU > ``MATCH_IOU``.
-    """
-    true_instances = connected_components(np.asarray(true_labels) > 0, connectivity=2)
-    annotated = measure_cells(true_instances, true_labels, image_id)
-    predicted = measure_cells(pred_instances, pred_labels, image_id)
-    iou = iou_matrix(pred_instances, true_instances)  # rows and columns in label order
-    pairs = []
-    for column, cell in enumerate(annotated):
-        if not iou.shape[0]:
-            break
-        row = int(np.argmax(iou[:, column]))
-        if iou[row, column] > MATCH_IOU:
-            pairs.append({"image_id": image_id, "iou": float(iou[row, column]),
-                          "annotated": cell, "predicted": predicted[row]})
-    return pairs, len(annotated), len(predicted)
-
-
-def _relative(pairs: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(annotated, predicted) values of ``key`` where both are finite and the annotated one is
-    not zero (a relative error needs it)."""
-    values = np.array([(p["annotated"][key], p["predicted"][key]) for p in pairs], float)
-    if not len(values):
-        return np.zeros(0), np.zeros(0)
-    keep = np.isfinite(values).all(axis=1) & (values[:, 0] != 0)
-    return values[keep, 0], values[keep, 1]
-
-
-def summarise(pairs: Sequence[dict]) -> dict:
-    """Per measurement: n, mean annotated and predicted, bias and mean absolute error (both
-    relative to the annotated value), Pearson's r (NaN under 3 pairs or with no spread); nucleus
-    parts: agreement and the {"annotated->predicted": count} table."""
-    out: dict = {"n_cells": len(pairs)}
-    for key in MEASURES:
-        truth, pred = _relative(pairs, key)
-        relative = (pred - truth) / truth if len(truth) else np.zeros(0)
-        spread = len(truth) >= 3 and truth.std() > 0 and pred.std() > 0
-        out[key] = {
-            "n": int(len(truth)),
-            "annotated_mean": float(truth.mean()) if len(truth) else math.nan,
-            "predicted_mean": float(pred.mean()) if len(truth) else math.nan,
-            "bias": float(relative.mean()) if len(truth) else math.nan,
-            "mean_abs_error": float(np.abs(relative).mean()) if len(truth) else math.nan,
-            "pearson_r": float(np.corrcoef(truth, pred)[0, 1]) if spread else math.nan,
-        }
-    counts = [(p["annotated"]["nucleus_parts"], p["predicted"]["nucleus_parts"]) for p in pairs
-              if not math.isnan(p["predicted"]["nucleus_parts"])]
-    table: dict[str, int] = {}
-    for truth, pred in counts:
-        table[f"{truth}->{pred}"] = table.get(f"{truth}->{pred}", 0) + 1
-    out["nucleus_parts"] = {
-        "n": len(counts),
-        "agreement": (sum(t == p for t, p in counts) / len(counts)) if counts else math.nan,
-        "table": dict(sorted(table.items())),
-    }
-    return out
 
 
 def score_fold(run: Path, data_dir: str | None, synthetic: bool,
@@ -237,7 +170,7 @@ def write_plot(pairs: Sequence[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(keys), figsize=(13, 4.2))
     for ax, (key, title) in zip(axes, keys):
         for name in CLASS_NAMES:
-            truth, pred = _relative([p for p in pairs if p["cell_type"] == name], key)
+            truth, pred = paired_values([p for p in pairs if p["cell_type"] == name], key)
             if len(truth):
                 ax.scatter(truth, pred, s=9, alpha=0.7, label=name)
         low, high = ax.get_xlim()

@@ -101,6 +101,13 @@ def test_evaluate_scores_a_folder_of_images_and_masks(trained_run, tmp_path):
     assert "scored through predict's defaults" in done.stdout
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert [r["image_id"] for r in rows] == ["cell_1", "cell_2"]
+    # The cells predict would measure, beside the annotated ones: one row per paired cell.
+    measured = metrics["cell_measurements"]
+    pairs = list(csv.DictReader((out / "cells_vs_annotated.csv").open()))
+    assert len(pairs) == measured["n_cells"] <= 2
+    assert {p["image_id"] for p in pairs} <= {"cell_1", "cell_2"}
+    assert all(float(p["annotated_area"]) == 25 * 25 for p in pairs)  # the 25 px squares
+    assert "per-cell measurements against the annotated cells" in done.stdout
     # The same pairs read as Dataset 1 score exactly alike.
     again = tmp_path / "again"
     done = run_cli("evaluate", "--model", str(trained_run), "--data-dir", str(tmp_path / "d"),
@@ -141,7 +148,13 @@ def test_evaluate_scores_whole_cell_masks_without_the_nucleus(trained_run, tmp_p
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["masks"] == masks
         scores[masks] = metrics["test"]
+        scores[masks]["cell_measurements"] = metrics["cell_measurements"]
     assert "nucleus_dice" in scores["cell-nucleus"] and "nucleus_dice" not in scores["cell"]
+    # Whole-cell masks measure no nucleus: no nucleus figure is compared.
+    assert scores["cell"]["cell_measurements"]["nucleus_area"]["n"] == 0
+    for key in ("n", "bias", "mean_abs_error"):
+        assert scores["cell"]["cell_measurements"]["area"][key] == pytest.approx(
+            scores["cell-nucleus"]["cell_measurements"]["area"][key], nan_ok=True)
     for key in ("whole_cell_dice", "whole_cell_iou", "ap50"):
         assert scores["cell"][key] == pytest.approx(scores["cell-nucleus"][key], abs=1e-12)
 

@@ -1,6 +1,7 @@
 """``unet-keras evaluate``: score a model on its test part, chosen images of a dataset, or a
 user's own folder of images and masks, through what ``predict`` does when asked to
-(``--scale``, ``--colour``), with Keras or the exported ONNX file."""
+(``--scale``, ``--colour``), with Keras or the exported ONNX file; and set the cells ``predict``
+would measure beside the annotated ones (``unet_keras.cell_agreement``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from unet_keras.evaluate import format_scores
 
 def cmd_evaluate(args) -> int:
     from unet_keras.domain import DomainAdapter
-    from unet_keras.evaluate import score_config, write_json, write_per_image_csv
+    from unet_keras.cell_agreement import headline, write_pairs_csv
+    from unet_keras.evaluate import (cell_agreement, score_config, write_json,
+                                     write_per_image_csv)
     from unet_keras.inference import keras_probability_fn, predict_probabilities
     from unet_keras.model import load_model
     from unet_keras.rescale import parse_scale
@@ -73,6 +76,7 @@ def cmd_evaluate(args) -> int:
         probs = predict_probabilities(model, [e["image"] for e in examples], config.multiple,
                                       tta=args.tta)
     rows, summary = score_config(probs, examples, config)
+    pairs, measured = cell_agreement(probs, examples, config)
     for row, mapped in zip(rows, adapter.mapped):
         row["colour_mapped"] = int(mapped)
     for row, factor in zip(rows, adapter.factors):
@@ -86,10 +90,14 @@ def cmd_evaluate(args) -> int:
                 "n_colour_mapped": sum(adapter.mapped),
                 "n_rescaled": sum(f != 1.0 for f in adapter.factors),
                 "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
-                "edge_cells": config.edge_cells, "test": summary}, out / "metrics.json")
+                "edge_cells": config.edge_cells, "test": summary,
+                "cell_measurements": measured}, out / "metrics.json")
     write_per_image_csv(rows, out / "per_image.csv")
+    write_pairs_csv(pairs, out / "cells_vs_annotated.csv")
     print(format_scores(f"test {part}", summary, data.source))
-    print(f"written: {out / 'metrics.json'}, {out / 'per_image.csv'}")
+    print(headline(measured))
+    print(f"written: {out / 'metrics.json'}, {out / 'per_image.csv'}, "
+          f"{out / 'cells_vs_annotated.csv'}")
     return EXIT_OK
 
 

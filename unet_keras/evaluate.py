@@ -39,6 +39,21 @@ def score_probabilities(probs: Sequence[np.ndarray], examples: Sequence[dict],
     return rows, summarize(rows)
 
 
+def cell_agreement(probs: Sequence[np.ndarray], examples: Sequence[dict], config
+                   ) -> tuple[list[dict], dict]:
+    """(pairs, summary) of ``unet_keras.cell_agreement``: the cells ``predict`` would measure
+    (its watershed instances, the config's postprocessing) against the annotated cells."""
+    from unet_keras.cell_agreement import pair_cells, summarise
+
+    pairs = []
+    for prob, example in zip(probs, examples):
+        labels, cells = label_cells(prob, config.thresholds, "watershed", config.min_cell_area,
+                                    config.edge_cells)
+        has_nucleus = prob.shape[-1] == 2 and example.get("nucleus_annotated", True)
+        pairs += pair_cells(labels, cells, example["mask"], example["image_id"], has_nucleus)[0]
+    return pairs, summarise(pairs)
+
+
 def tune_min_cell_area(probs: Sequence[np.ndarray], examples: Sequence[dict],
                        thresholds: Sequence[float]) -> int:
     """The grid area with the best mean AP@[.5:.95] on these (validation) examples, every cell

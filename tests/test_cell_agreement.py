@@ -1,12 +1,13 @@
-"""benchmarks.cell_measures on hand-made label maps: pairing by IoU and the summaries worked out
-by hand."""
+"""unet_keras.cell_agreement (evaluate's and benchmarks.cell_measures' per-cell comparison) on
+hand-made label maps: pairing by IoU and the summaries worked out by hand."""
 
+import csv
 import math
 
 import numpy as np
 import pytest
 
-from benchmarks.cell_measures import pair_cells, summarise
+from unet_keras.cell_agreement import headline, pair_cells, summarise, write_pairs_csv
 from unet_keras.postprocess import separate_instances
 
 
@@ -59,3 +60,21 @@ def test_summaries_average_relative_errors_and_count_nucleus_parts():
     assert math.isnan(summary["circularity"]["pearson_r"])  # every value alike: no spread
     assert summary["nucleus_parts"]["agreement"] == pytest.approx(3 / 4)
     assert summary["nucleus_parts"]["table"] == {"1->1": 1, "2->1": 1, "2->2": 1, "3->3": 1}
+
+
+def test_whole_cell_masks_compare_no_nucleus_and_the_pairs_are_written(tmp_path):
+    truth = np.zeros((20, 20), np.uint8)
+    cell(truth, slice(2, 12), slice(2, 12), (slice(4, 8), slice(4, 8)))
+    pred = truth.copy()
+    pred[2:12, 12] = 1  # one column more: area 110 against 100
+    instances = separate_instances(pred > 0, method="components", min_size=1)
+    pairs, _, _ = pair_cells(pred, instances, truth, "img", has_nucleus=False)
+    summary = summarise(pairs)
+    assert summary["area"]["bias"] == pytest.approx(0.1)
+    assert summary["nucleus_area"]["n"] == summary["nc_ratio"]["n"] == 0
+    assert summary["nucleus_parts"]["n"] == 0
+    assert headline(summary).endswith("1 cell(s) paired, area +10.0 % (10.0 %)")
+    write_pairs_csv(pairs, tmp_path / "pairs.csv")
+    (row,) = csv.DictReader((tmp_path / "pairs.csv").open())
+    assert (row["annotated_area"], row["predicted_area"], row["iou"]) == ("100", "110", "0.9091")
+    assert row["predicted_nucleus_area"] == "nan"

@@ -1,0 +1,116 @@
+"""How closely per-cell measurements of a prediction match those of annotated cells.
+
+Both sides go through ``postprocess.measure_cells`` (the columns of ``cells.csv``); each
+annotated cell (an 8-connected component of its mask) is paired with the predicted cell that
+overlaps it most, when that IoU exceeds ``MATCH_IOU`` (which makes pairs one-to-one). Errors are
+relative to the annotated value. ``unet-keras evaluate`` and ``benchmarks.cell_measures`` use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from skimage.measure import label as connected_components
+
+from unet_keras.image_io import atomic_output
+from unet_keras.metrics import iou_matrix
+from unet_keras.postprocess import measure_cells
+
+MEASURES = ("area", "equivalent_diameter", "perimeter", "circularity", "solidity",
+            "nucleus_area", "cytoplasm_area", "nc_ratio")
+MATCH_IOU = 0.5
+
+
+def pair_cells(pred_labels: np.ndarray, pred_instances: np.ndarray, true_labels: np.ndarray,
+               image_id: str, has_nucleus: bool = True) -> tuple[list[dict], int, int]:
+    """(pairs, annotated cells, predicted cells) of one image.
+
+    Each pair is {"image_id", "iou", "annotated": measure_cells row, "predicted": row} for an
+    annotated cell and the predicted cell overlapping it with IoU > ``MATCH_IOU``. With
+    ``has_nucleus`` False (a 1-channel model, or masks of whole cells) both sides' nucleus
+    measurements are NaN and left out of the summaries.
+    """
+    true_instances = connected_components(np.asarray(true_labels) > 0, connectivity=2)
+    annotated = measure_cells(true_instances, true_labels, image_id, has_nucleus)
+    predicted = measure_cells(pred_instances, pred_labels, image_id, has_nucleus)
+    iou = iou_matrix(pred_instances, true_instances)  # rows and columns in label order
+    pairs = []
+    for column, cell in enumerate(annotated):
+        if not iou.shape[0]:
+            break
+        row = int(np.argmax(iou[:, column]))
+        if iou[row, column] > MATCH_IOU:
+            pairs.append({"image_id": image_id, "iou": float(iou[row, column]),
+                          "annotated": cell, "predicted": predicted[row]})
+    return pairs, len(annotated), len(predicted)
+
+
+def paired_values(pairs: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(annotated, predicted) values of ``key`` where both are finite and the annotated one is
+    not zero (a relative error needs it)."""
+    values = np.array([(p["annotated"][key], p["predicted"][key]) for p in pairs], float)
+    if not len(values):
+        return np.zeros(0), np.zeros(0)
+    keep = np.isfinite(values).all(axis=1) & (values[:, 0] != 0)
+    return values[keep, 0], values[keep, 1]
+
+
+def summarise(pairs: Sequence[dict]) -> dict:
+    """Per measurement: n, mean annotated and predicted, bias and mean absolute error (both
+    relative to the annotated value), Pearson's r (NaN under 3 pairs or with no spread); nucleus
+    parts: agreement and the {"annotated->predicted": count} table."""
+    out: dict = {"n_cells": len(pairs)}
+    for key in MEASURES:
+        truth, pred = paired_values(pairs, key)
+        relative = (pred - truth) / truth if len(truth) else np.zeros(0)
+        spread = len(truth) >= 3 and truth.std() > 0 and pred.std() > 0
+        out[key] = {
+            "n": int(len(truth)),
+            "annotated_mean": float(truth.mean()) if len(truth) else math.nan,
+            "predicted_mean": float(pred.mean()) if len(truth) else math.nan,
+            "bias": float(relative.mean()) if len(truth) else math.nan,
+            "mean_abs_error": float(np.abs(relative).mean()) if len(truth) else math.nan,
+            "pearson_r": float(np.corrcoef(truth, pred)[0, 1]) if spread else math.nan,
+        }
+    counts = [(p["annotated"]["nucleus_parts"], p["predicted"]["nucleus_parts"]) for p in pairs
+              if not (math.isnan(p["annotated"]["nucleus_parts"])
+                      or math.isnan(p["predicted"]["nucleus_parts"]))]
+    table: dict[str, int] = {}
+    for truth, pred in counts:
+        table[f"{truth}->{pred}"] = table.get(f"{truth}->{pred}", 0) + 1
+    out["nucleus_parts"] = {
+        "n": len(counts),
+        "agreement": (sum(t == p for t, p in counts) / len(counts)) if counts else math.nan,
+        "table": dict(sorted(table.items())),
+    }
+    return out
+
+
+def headline(summary: dict) -> str:
+    """One line: the cells paired, and bias (error) of area, nucleus area and N:C ratio."""
+    parts = [f"{summary['n_cells']} cell(s) paired"]
+    for key, name in (("area", "area"), ("nucleus_area", "nucleus area"),
+                      ("nc_ratio", "nucleus:cytoplasm ratio")):
+        m = summary[key]
+        if m["n"]:
+            parts.append(f"{name} {100 * m['bias']:+.1f} % ({100 * m['mean_abs_error']:.1f} %)")
+    return "per-cell measurements against the annotated cells, bias (mean absolute error): " + \
+        ", ".join(parts)
+
+
+def write_pairs_csv(pairs: Sequence[dict], path: Path) -> None:
+    """One row per pair: image, IoU, then each measurement annotated and predicted."""
+    keys = (*MEASURES, "nucleus_parts")
+    fields = ["image_id", "iou"] + [f"{side}_{k}" for k in keys for side in ("annotated",
+                                                                             "predicted")]
+    with atomic_output(path, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for pair in pairs:
+            writer.writerow({"image_id": pair["image_id"], "iou": round(pair["iou"], 4),
+                             **{f"{side}_{k}": pair[side][k] for k in keys
+                                for side in ("annotated", "predicted")}})
