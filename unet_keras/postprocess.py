@@ -245,12 +245,13 @@ def separate_instances(cell_mask: np.ndarray, nucleus_mask: np.ndarray | None = 
     ``nucleus_gap_px`` apart join into one marker; nuclei of neighbouring cells are kept
     further apart by their cytoplasm. Lobes further apart still cut their cell in parts, which
     join again where the cut is wider than ``WIDE_CUT_RATIO`` times the smaller part's
-    equivalent diameter: a cut across one cell, not a neck between two. Cells with no nucleus pixel, and every cell when no
-    nucleus mask is given, are seeded by h-maxima of the distance transform: maxima standing
-    at least ``h`` px above the saddle that joins them to a higher one. A small bleb on a
-    cell's edge rises little above its neck and stays part of the cell, while two overlapping
-    cells rise by their radius minus the neck half-width. This criterion is scale-free, unlike
-    ``peak_local_max`` whose min_distance/footprint would have to match the cell size.
+    equivalent diameter: a cut across one cell, not a neck between two. Cells with no nucleus
+    pixel, and every cell when no nucleus mask is given, are seeded by h-maxima of the distance
+    transform: maxima standing at least ``h`` px above the saddle that joins them to a higher
+    one. A small bleb on a cell's edge rises little above its neck and stays part of the cell,
+    while two overlapping cells rise by their radius minus the neck half-width. This criterion
+    is scale-free, unlike ``peak_local_max`` whose min_distance/footprint would have to match
+    the cell size.
 
     Args:
         cell_mask: boolean (H, W) whole-cell mask.
@@ -353,11 +354,11 @@ def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
 
     Bounding boxes follow regionprops: min inclusive, max exclusive. ``nc_ratio`` is nucleus
     area / cytoplasm area, NaN when the cell has no cytoplasm pixel. ``equivalent_diameter`` is
-    that of a disk of the cell's area; ``perimeter`` regionprops' (4-connected boundary, corners
-    counted sqrt(2)); ``circularity`` 4 pi area / perimeter^2 (1 for a disk, less for a ragged or
-    elongated outline). ``nucleus_parts`` counts the 8-connected pieces of nucleus in the cell:
-    the lobes the segmentation shows apart (lobes joined by a visible filament count once, as
-    Dataset 1's annotators drew them). With ``has_nucleus=False`` (a 1-channel model)
+    that of a disk of the cell's area; ``perimeter`` regionprops' estimate, along the centres of
+    the outer pixels (36 for a 10 x 10 square); ``circularity`` 4 pi area / perimeter^2 (about 1
+    for a disk, less for a ragged or elongated outline). ``nucleus_parts`` counts the 8-connected
+    pieces of nucleus in the cell: the lobes the segmentation shows apart (lobes joined by a
+    filament count once). With ``has_nucleus=False`` (a 1-channel model)
     nucleus_area, cytoplasm_area, nc_ratio and nucleus_parts are NaN: unknown, not zero.
     """
     instances, label_map = np.asarray(instances), np.asarray(label_map)
