@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from unet_keras.postprocess import (EIGHT_CONNECTED, MIN_CELL_AREA, drop_edge_parts,
-                                    measure_cells, separate_instances)
+from unet_keras.postprocess import (EIGHT_CONNECTED, MIN_CELL_AREA, SPECK_FRACTION,
+                                    drop_edge_parts, measure_cells, separate_instances)
 
 # Columns of measure_cells that are positions: shifted from the crop to the image.
 ROW_COLUMNS = ("centroid_y", "bbox_min_row", "bbox_max_row")
@@ -41,6 +41,9 @@ def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: 
     # they cannot be mistaken for component ids still to be read, then flipped at the end.
     work = np.empty(label_map.shape, np.int32)
     count = ndi.label(label_map > 0, structure=EIGHT_CONNECTED, output=work)
+    sizes = np.bincount(work.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    cut = SPECK_FRACTION * sizes.max()  # postprocess.specks, on the components at hand
     rows: list[dict] = []
     next_id = 0
     for component, box in enumerate(ndi.find_objects(work, max_label=count), start=1):
@@ -48,6 +51,9 @@ def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: 
             continue
         crop = work[box]
         mask = crop == component
+        if sizes[component] < cut:
+            crop[mask] = 0
+            continue
         labels = np.where(mask, label_map[box], 0).astype(np.uint8)
         cells = separate_instances(mask, labels == 2 if has_nucleus else None, method=method,
                                    min_size=min_cell_area)

@@ -40,6 +40,11 @@ CONTOUR_COLOUR = (0, 255, 0)
 # starts to take lobes (benchmarks/results/nucleus-fragments).
 NUCLEUS_FRAGMENT_FRACTION = 0.1
 EIGHT_CONNECTED = np.ones((3, 3), bool)
+# An object under this fraction of the image's largest is a platelet or debris, not a white
+# cell: the smallest white cell (a small lymphocyte, about 7 um across) has an eighth of the
+# largest's area (a monocyte, about 20 um), a platelet (2-3 um) 1-2 %. Unlike min_cell_area (px)
+# it holds at any magnification.
+SPECK_FRACTION = 0.05
 # Nucleus markers part a cell wherever its nucleus lies in pieces: a neutrophil's lobes often do.
 # A cut between two parts wider than this times the smaller part's equivalent diameter crosses
 # one cell rather than a neck between two, and the parts join again: a disc cut through its
@@ -332,16 +337,29 @@ def drop_edge_parts(labels: np.ndarray, min_cell_area: int = MIN_CELL_AREA,
     return labels
 
 
+def specks(cell: np.ndarray) -> np.ndarray:
+    """The 8-connected objects of a boolean cell mask under ``SPECK_FRACTION`` of the largest
+    one's area, as a boolean mask."""
+    components, count = ndi.label(cell, structure=EIGHT_CONNECTED)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    small = sizes < SPECK_FRACTION * sizes.max()
+    small[0] = False
+    return small[components]
+
+
 def label_cells(prob: np.ndarray, thresholds: Sequence[float], method: str = "watershed",
                 min_cell_area: int = MIN_CELL_AREA, edge_cells: str = "keep"
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities -> (label map, cell instances): the one postprocessing of every output.
 
     The label map keeps only pixels of kept instances, so a mask, its cell table and its
-    scores all describe the same cells: objects under ``min_cell_area`` pixels, and with
-    ``edge_cells="drop"`` the parts of ``edge_parts``, are gone from all three.
+    scores all describe the same cells: objects under ``min_cell_area`` pixels or under
+    ``SPECK_FRACTION`` of the largest object's area (``specks``), and with ``edge_cells="drop"``
+    the parts of ``edge_parts``, are gone from all three.
     """
     labels = drop_edge_parts(probabilities_to_labels(prob, thresholds), min_cell_area, edge_cells)
+    labels[specks(labels > 0)] = 0
     nucleus = labels == 2 if prob.shape[-1] == 2 else None
     instances = separate_instances(labels > 0, nucleus, method=method, min_size=min_cell_area)
     labels[instances == 0] = 0
