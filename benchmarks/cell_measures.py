@@ -8,12 +8,12 @@ Each argument is a training run (its test part: a fold, or ``--test-ids`` images
 another acquisition batch) or a cross-validation (every complete ``fold-k`` written by
 ``unet-keras cv``). The test images are predicted by the plain model, as training scored them
 (``--adapt``: through predict's defaults for images from elsewhere, ``--scale auto --colour
-auto``), and postprocessed as ``unet-keras predict`` does (``postprocess.label_cells``: the run's thresholds, smallest object and edge
-setting, and its instance separation: ``--instances``, watershed by default as in predict).
-The annotated cells are the 8-connected components of each mask.
-Both sides are measured by the same ``postprocess.measure_cells`` (the columns of
-``cells.csv``). Each annotated cell is paired with the predicted cell of highest IoU when that
-IoU exceeds 0.5, which makes the pairs one-to-one.
+auto``), and postprocessed as ``unet-keras predict`` does (``postprocess.label_cells``: the
+run's thresholds, smallest object and edge setting; ``--instances``, watershed by default as in
+predict). The annotated cells are the 8-connected components of each mask. Both sides are
+measured by the same ``postprocess.measure_cells`` (the columns of ``cells.csv``) and paired by
+``unet_keras.cell_agreement``: each annotated cell with the predicted cell of highest IoU when
+that IoU exceeds 0.5, which makes the pairs one-to-one.
 
 Per cell type (the dataset's class labels) and over all cells: for each measurement the bias
 (mean of (predicted - annotated) / annotated), the mean absolute relative error and Pearson's r;
@@ -70,7 +70,8 @@ def score_fold(run: Path, data_dir: str | None, synthetic: bool,
     for prob, example in zip(probs, data.test):
         labels, cells = label_cells(prob, config.thresholds, instances, config.min_cell_area,
                                     config.edge_cells)
-        found, n_true, n_pred = pair_cells(labels, cells, example["mask"], example["image_id"])
+        found, n_true, n_pred = pair_cells(labels, cells, example["mask"], example["image_id"],
+                                           has_nucleus=prob.shape[-1] == 2)
         cell_type = CLASS_NAMES[example["label"]] if 0 <= example["label"] < len(
             CLASS_NAMES) else CLASS_NAMES[-1]
         for pair in found:
