@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from unet_keras.data.touching import touching_cells_set
-from unet_keras.postprocess import separate_instances
+from unet_keras.separation import separate_instances
 
 # Method name -> label map (0 background, 1 cytoplasm, 2 nucleus) -> instance labels.
 METHODS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -1,6 +1,6 @@
 """Instances and measurements of a large label map, one connected component at a time.
 
-``postprocess.separate_instances`` on a whole 8000 x 8000 label map needs several GB (distance
+``separation.separate_instances`` on a whole 8000 x 8000 label map needs several GB (distance
 transform, h-maxima reconstruction and watershed over 64 M pixels: 7.4 GB measured). Its result
 for a cell depends only on the 8-connected component of the cell mask that holds it (distances,
 markers, maxima and the watershed all stay inside the mask), so calling the same
@@ -17,7 +17,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from unet_keras.postprocess import (EIGHT_CONNECTED, MIN_CELL_AREA, SPECK_FRACTION,
-                                    drop_edge_parts, measure_cells, separate_instances)
+                                    drop_edge_parts, measure_cells)
+from unet_keras.separation import separate_instances
 
 # Columns of measure_cells that are positions: shifted from the crop to the image.
 ROW_COLUMNS = ("centroid_y", "bbox_min_row", "bbox_max_row")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from unet_keras.cell_agreement import headline, pair_cells, summarise, write_pairs_csv
-from unet_keras.postprocess import separate_instances
+from unet_keras.separation import separate_instances
 
 
 def cell(label_map: np.ndarray, rows: slice, cols: slice, nucleus: tuple[slice, slice]) -> None:

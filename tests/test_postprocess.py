@@ -20,9 +20,9 @@ from unet_keras.postprocess import (
     overlay,
     png_to_labels,
     probabilities_to_labels,
-    separate_instances,
     write_cells_csv,
 )
+from unet_keras.separation import separate_instances
 
 
 def test_one_channel_threshold_is_inclusive():
@@ -185,15 +185,15 @@ def test_specks_under_a_twentieth_of_the_largest_object_go_whatever_their_size()
 def test_lobed_nucleus_fragments_stay_one_cell(monkeypatch):
     # One round cell whose nucleus came out as three lobes 3 px apart (gaps: columns 23-25 and
     # 30-32). Joining fragments makes one marker; without it, and without joining parts cut
-    # across the cell (postprocess.WIDE_CUT_RATIO), it would be cut into three cells.
-    from unet_keras import postprocess
+    # across the cell (separation.WIDE_CUT_RATIO), it would be cut into three cells.
+    from unet_keras import separation
 
     cell = np.zeros((60, 60), dtype=bool)
     cell[disk((30, 30), 20)] = True
     nucleus = np.zeros_like(cell)
     nucleus[27:34, 18:23] = nucleus[27:34, 26:30] = nucleus[27:34, 33:38] = True
     assert separate_instances(cell, nucleus).max() == 1
-    monkeypatch.setattr(postprocess, "WIDE_CUT_RATIO", np.inf)
+    monkeypatch.setattr(separation, "WIDE_CUT_RATIO", np.inf)
     assert separate_instances(cell, nucleus).max() == 1
     assert separate_instances(cell, nucleus, nucleus_gap_px=0).max() == 3
 

@@ -368,7 +368,8 @@ def synthetic_label_map(size=400, seed=0):
 @pytest.mark.parametrize("has_nucleus", [True, False])
 def test_component_wise_postprocessing_equals_whole_image(has_nucleus):
     from export.instances import instances_by_component
-    from unet_keras.postprocess import measure_cells, separate_instances
+    from unet_keras.postprocess import measure_cells
+    from unet_keras.separation import separate_instances
 
     labels = synthetic_label_map()
     if not has_nucleus:
@@ -411,7 +412,8 @@ def test_segment_of_an_image_larger_than_a_tile_uses_component_wise_postprocessi
 
 def test_component_wise_postprocessing_drops_the_same_edge_cells():
     from export.instances import instances_by_component
-    from unet_keras.postprocess import edge_parts, separate_instances
+    from unet_keras.postprocess import edge_parts
+    from unet_keras.separation import separate_instances
 
     labels = synthetic_label_map()
     yy, xx = np.mgrid[0:400, 0:400]

@@ -10,7 +10,7 @@ from skimage.draw import disk
 from tests.conftest import REPO
 from tests.test_examples import load_example
 from unet_keras.data.touching import touching_cells, touching_cells_set
-from unet_keras.postprocess import separate_instances
+from unet_keras.separation import separate_instances
 
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 report = load_example("touching_cells_report")
@@ -56,14 +56,14 @@ def test_hand_checked_counts_of_two_overlapping_discs(distance, nucleus_radius, 
 def test_a_cell_cut_across_by_its_lobes_joins_again(monkeypatch):
     """A neutrophil's lobes, 8 px apart (beyond nucleus_gap_px), seed two parts split down the
     middle of the cell: a cut as wide as the cell. Without the join the cell counts twice."""
-    from unet_keras import postprocess
+    from unet_keras import separation
 
     labels = np.zeros((80, 80), np.uint8)
     labels[disk((40, 40), 30)] = 1
     labels[disk((40, 28), 8)] = 2
     labels[disk((40, 52), 8)] = 2
     assert counts(labels)[2] == 1
-    monkeypatch.setattr(postprocess, "WIDE_CUT_RATIO", np.inf)
+    monkeypatch.setattr(separation, "WIDE_CUT_RATIO", np.inf)
     assert counts(labels)[2] == 2
 
 
@@ -71,7 +71,7 @@ def test_only_cuts_wide_for_the_smaller_part_join():
     """Two rectangles of 20 rows side by side meet along a 20 px cut. Beside a 5-column part
     (100 px, equivalent diameter sqrt(400 / pi) = 11.3) the cut is 1.77 of it: joined; beside a
     10-column part (200 px, diameter 16.0) 1.25: kept apart. Apart, nothing joins."""
-    from unet_keras.postprocess import _join_wide_cuts
+    from unet_keras.separation import _join_wide_cuts
 
     for width, expected in ((5, 1), (10, 2)):
         instances = np.zeros((24, 40), np.int32)
