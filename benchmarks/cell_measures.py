@@ -39,11 +39,11 @@ from typing import Sequence
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from unet_keras.cell_agreement import (MATCH_IOU, MEASURES, pair_cells,  # noqa: E402
-                                       paired_values, summarise)
+from unet_keras.cell_agreement import (MATCH_IOU, MEASURES, paired_values,  # noqa: E402
+                                       summarise)
 from unet_keras.cv import METRICS_FILENAME, read_fold, required_folds  # noqa: E402
 from unet_keras.data.zheng2018 import CLASS_NAMES  # noqa: E402
-from unet_keras.postprocess import label_cells  # noqa: E402
+from unet_keras.evaluate import cell_agreement  # noqa: E402
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "cell_measures.json", "MEASURES.md", "measures.png"
 ALL_CELLS = "all cells"
@@ -66,19 +66,12 @@ def score_fold(run: Path, data_dir: str | None, synthetic: bool,
         probs = [adapter(image) for image in images]
     else:
         probs = predict_probabilities(model, images, config.multiple)
-    pairs, counts = [], []
-    for prob, example in zip(probs, data.test):
-        labels, cells = label_cells(prob, config.thresholds, instances, config.min_cell_area,
-                                    config.edge_cells)
-        found, n_true, n_pred = pair_cells(labels, cells, example["mask"], example["image_id"],
-                                           has_nucleus=prob.shape[-1] == 2)
-        cell_type = CLASS_NAMES[example["label"]] if 0 <= example["label"] < len(
-            CLASS_NAMES) else CLASS_NAMES[-1]
-        for pair in found:
-            pair.update(fold=config.fold, cell_type=cell_type)
-        pairs += found
-        counts.append({"image_id": example["image_id"], "annotated": n_true,
-                       "predicted": n_pred, "matched": len(found)})
+    pairs, counts = cell_agreement(probs, data.test, config, instances)
+    labels = {e["image_id"]: e["label"] for e in data.test}
+    for pair in pairs:
+        label = labels[pair["image_id"]]
+        pair.update(fold=config.fold,
+                    cell_type=CLASS_NAMES[label if 0 <= label < len(CLASS_NAMES) else -1])
     return {"run": str(run), "fold": config.fold, "test_part": config.test_part,
             "data_source": data.source, "pairs": pairs, "counts": counts}
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from unet_keras.postprocess import (EIGHT_CONNECTED, MIN_CELL_AREA, SPECK_FRACTION,
-                                    drop_edge_parts, measure_cells)
+from unet_keras.postprocess import (EIGHT_CONNECTED, MIN_CELL_AREA, drop_edge_parts,
+                                    measure_cells, speck_labels)
 from unet_keras.separation import separate_instances
 
 # Columns of measure_cells that are positions: shifted from the crop to the image.
@@ -42,9 +42,7 @@ def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: 
     # they cannot be mistaken for component ids still to be read, then flipped at the end.
     work = np.empty(label_map.shape, np.int32)
     count = ndi.label(label_map > 0, structure=EIGHT_CONNECTED, output=work)
-    sizes = np.bincount(work.ravel(), minlength=count + 1)
-    sizes[0] = 0
-    cut = SPECK_FRACTION * sizes.max()  # postprocess.specks, on the components at hand
+    small = speck_labels(np.bincount(work.ravel(), minlength=count + 1))  # as label_cells
     rows: list[dict] = []
     next_id = 0
     for component, box in enumerate(ndi.find_objects(work, max_label=count), start=1):
@@ -52,7 +50,7 @@ def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: 
             continue
         crop = work[box]
         mask = crop == component
-        if sizes[component] < cut:
+        if small[component]:
             crop[mask] = 0
             continue
         labels = np.where(mask, label_map[box], 0).astype(np.uint8)

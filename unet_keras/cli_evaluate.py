@@ -14,7 +14,7 @@ from unet_keras.evaluate import format_scores
 
 def cmd_evaluate(args) -> int:
     from unet_keras.domain import DomainAdapter
-    from unet_keras.cell_agreement import headline, write_pairs_csv
+    from unet_keras.cell_agreement import headline, summarise, write_pairs_csv
     from unet_keras.evaluate import (cell_agreement, score_config, write_json,
                                      write_per_image_csv)
     from unet_keras.inference import keras_probability_fn, predict_probabilities
@@ -76,7 +76,8 @@ def cmd_evaluate(args) -> int:
         probs = predict_probabilities(model, [e["image"] for e in examples], config.multiple,
                                       tta=args.tta)
     rows, summary = score_config(probs, examples, config)
-    pairs, measured = cell_agreement(probs, examples, config)
+    pairs, _ = cell_agreement(probs, examples, config)
+    measured = summarise(pairs)
     for row, mapped in zip(rows, adapter.mapped):
         row["colour_mapped"] = int(mapped)
     for row, factor in zip(rows, adapter.factors):

@@ -33,25 +33,34 @@ def score_probabilities(probs: Sequence[np.ndarray], examples: Sequence[dict],
     for prob, example in zip(probs, examples):
         pred, instances = label_cells(prob, thresholds, "components", min_cell_area, edge_cells)
         scores = score_image(pred, example["mask"], pred_instances=instances,
-                             has_nucleus=prob.shape[-1] == 2
-                             and example.get("nucleus_annotated", True))
+                             has_nucleus=nucleus_scored(prob, example))
         rows.append({"image_id": example["image_id"], **scores})
     return rows, summarize(rows)
 
 
-def cell_agreement(probs: Sequence[np.ndarray], examples: Sequence[dict], config
-                   ) -> tuple[list[dict], dict]:
-    """(pairs, summary) of ``unet_keras.cell_agreement``: the cells ``predict`` would measure
-    (its watershed instances, the config's postprocessing) against the annotated cells."""
-    from unet_keras.cell_agreement import pair_cells, summarise
+def nucleus_scored(prob: np.ndarray, example: dict) -> bool:
+    """Whether an image's nucleus is compared: the model has a nucleus channel and the mask
+    annotates the nucleus (not a mask of whole cells)."""
+    return prob.shape[-1] == 2 and example.get("nucleus_annotated", True)
 
-    pairs = []
+
+def cell_agreement(probs: Sequence[np.ndarray], examples: Sequence[dict], config,
+                   instances: str = "watershed") -> tuple[list[dict], list[dict]]:
+    """The cells ``predict`` would measure (the config's postprocessing, ``instances`` as
+    predict's ``--instances``) beside the annotated ones: (``cell_agreement.pair_cells``' pairs
+    of every image, one {"image_id", "annotated", "predicted", "matched"} count row per image)."""
+    from unet_keras.cell_agreement import pair_cells
+
+    pairs, counts = [], []
     for prob, example in zip(probs, examples):
-        labels, cells = label_cells(prob, config.thresholds, "watershed", config.min_cell_area,
+        labels, cells = label_cells(prob, config.thresholds, instances, config.min_cell_area,
                                     config.edge_cells)
-        has_nucleus = prob.shape[-1] == 2 and example.get("nucleus_annotated", True)
-        pairs += pair_cells(labels, cells, example["mask"], example["image_id"], has_nucleus)[0]
-    return pairs, summarise(pairs)
+        found, n_true, n_pred = pair_cells(labels, cells, example["mask"], example["image_id"],
+                                           nucleus_scored(prob, example))
+        pairs += found
+        counts.append({"image_id": example["image_id"], "annotated": n_true,
+                       "predicted": n_pred, "matched": len(found)})
+    return pairs, counts
 
 
 def tune_min_cell_area(probs: Sequence[np.ndarray], examples: Sequence[dict],

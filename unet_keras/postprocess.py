@@ -188,15 +188,21 @@ def drop_edge_parts(labels: np.ndarray, min_cell_area: int = MIN_CELL_AREA,
     return labels
 
 
-def specks(cell: np.ndarray) -> np.ndarray:
-    """The 8-connected objects of a boolean cell mask under ``SPECK_FRACTION`` of the largest
-    one's area, as a boolean mask."""
-    components, count = ndi.label(cell, structure=EIGHT_CONNECTED)
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
+def speck_labels(sizes: np.ndarray) -> np.ndarray:
+    """Which components are specks, by label: under ``SPECK_FRACTION`` of the largest one's
+    area (``sizes[k]``: component k's pixels; label 0, the background, never is)."""
+    sizes = np.array(sizes)
     sizes[0] = 0
     small = sizes < SPECK_FRACTION * sizes.max()
     small[0] = False
-    return small[components]
+    return small
+
+
+def specks(cell: np.ndarray) -> np.ndarray:
+    """The 8-connected objects of a boolean cell mask that ``speck_labels`` calls specks, as a
+    boolean mask."""
+    components, count = ndi.label(cell, structure=EIGHT_CONNECTED)
+    return speck_labels(np.bincount(components.ravel(), minlength=count + 1))[components]
 
 
 def label_cells(prob: np.ndarray, thresholds: Sequence[float], method: str = "watershed",
