@@ -35,6 +35,7 @@ _WIDTH_DIRECTIONS = np.stack([np.cos(np.arange(16) * np.pi / 16),
 
 
 def as_mask(mask: np.ndarray, name: str) -> np.ndarray:
+    """``mask`` as a boolean (H, W) array; ValueError naming ``name`` for any other rank."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"{name} of shape {mask.shape}; expected a 2-D (H, W) mask")
