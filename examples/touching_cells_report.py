@@ -7,11 +7,18 @@ prediction. Prints the Markdown table of docs/touching_cells.md:
 
     python examples/touching_cells_report.py
     python examples/touching_cells_report.py --images 50 --overlaps 0.1 0.3 --radius 30 40 --size 256
+    python examples/touching_cells_report.py --radius 30 45 --size 320 --lobe-gap 0.05 0.4 \
+        --cells 1 6 --cuts-kept
+
+``--lobe-gap`` draws lobed nuclei with their lobes apart, as real neutrophils' often are;
+``--cuts-kept`` adds a column without the join of wide cuts (``separate_instances``'s
+``wide_cut_ratio``), to show what that join does.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -25,21 +32,30 @@ METHODS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "watershed": lambda labels: separate_instances(labels > 0),
     "watershed, nucleus markers": lambda labels: separate_instances(labels > 0, labels == 2),
 }
+CUTS_KEPT = "nucleus markers, cuts kept"
 OVERLAPS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
+def cuts_kept(labels: np.ndarray) -> np.ndarray:
+    """The nucleus-marker watershed without the join of wide cuts."""
+    return separate_instances(labels > 0, labels == 2, wide_cut_ratio=math.inf)
+
+
 def count_errors(overlaps: Sequence[float] = OVERLAPS, n_images: int = 200, seed: int = 0,
+                 methods: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
                  **cluster_args) -> list[dict]:
     """One row per (overlap, method): mean absolute count error, % exact, mean signed error.
 
     Args:
-        cluster_args: ``size``, ``radius``, ``aspect``, ``n_cells`` of ``touching_cells_set``.
+        methods: name -> label map -> instances; ``METHODS`` by default.
+        cluster_args: ``size``, ``radius``, ``aspect``, ``lobe_gap``, ``n_cells`` of
+            ``touching_cells_set``.
     """
     rows = []
     for overlap in overlaps:
         clusters = touching_cells_set(n_images, overlap, seed, **cluster_args)
         truth = np.array([cluster.count for cluster in clusters])
-        for method, separate in METHODS.items():
+        for method, separate in (methods or METHODS).items():
             found = np.array([separate(cluster.label_map).max() for cluster in clusters])
             rows.append({
                 "overlap": overlap, "method": method,
@@ -85,14 +101,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=160, help="image side, px")
     parser.add_argument("--radius", type=float, nargs=2, default=[14.0, 20.0],
                         metavar=("LOW", "HIGH"), help="cell long semi-axis range, px")
+    parser.add_argument("--cells", type=int, nargs=2, default=[2, 6], metavar=("LOW", "HIGH"),
+                        help="cells per image, inclusive range (1: single cells too)")
+    parser.add_argument("--lobe-gap", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="gaps between a nucleus's lobes, times the cell's short semi-axis "
+                             "(default: lobes touch)")
+    parser.add_argument("--cuts-kept", action="store_true",
+                        help=f"add the column '{CUTS_KEPT}' (no join of wide cuts)")
     args = parser.parse_args(argv)
-    rows = count_errors(args.overlaps, args.images, args.seed, size=args.size,
-                        radius=tuple(args.radius))
-    print(f"{args.images} images per overlap level, 2-6 cells each, seed {args.seed}, "
-          f"{args.size} px images, cell radius {args.radius[0]:g}-{args.radius[1]:g} px; "
-          "mean absolute count error / % of images counted exactly\n")
+    methods = {**METHODS, CUTS_KEPT: cuts_kept} if args.cuts_kept else METHODS
+    rows = count_errors(args.overlaps, args.images, args.seed, methods, size=args.size,
+                        radius=tuple(args.radius), n_cells=tuple(args.cells),
+                        lobe_gap=tuple(args.lobe_gap) if args.lobe_gap else None)
+    lobes = (f"lobe gaps {args.lobe_gap[0]:g}-{args.lobe_gap[1]:g} of the short semi-axis"
+             if args.lobe_gap else "lobes touching")
+    print(f"{args.images} images per overlap level, {args.cells[0]}-{args.cells[1]} cells each, "
+          f"seed {args.seed}, {args.size} px images, cell radius {args.radius[0]:g}-"
+          f"{args.radius[1]:g} px, {lobes}; mean absolute count error / % of images counted "
+          "exactly\n")
     print(markdown_table(rows))
-    for method in list(METHODS)[1:]:
+    for method in list(methods)[1:]:
         print(f"\n% of images counted exactly by {method}, by cells per image\n")
         print(by_count_table(rows, method))
     print("\nmean signed count error (< 0: cells merged, > 0: cells split)\n")

@@ -182,20 +182,18 @@ def test_specks_under_a_twentieth_of_the_largest_object_go_whatever_their_size()
     assert sorted(r["area"] for r in rows) == [20, 400]
 
 
-def test_lobed_nucleus_fragments_stay_one_cell(monkeypatch):
+def test_lobed_nucleus_fragments_stay_one_cell():
     # One round cell whose nucleus came out as three lobes 3 px apart (gaps: columns 23-25 and
     # 30-32). Joining fragments makes one marker; without it, and without joining parts cut
-    # across the cell (separation.WIDE_CUT_RATIO), it would be cut into three cells.
-    from unet_keras import separation
-
+    # across the cell (``wide_cut_ratio``), it would be cut into three cells.
     cell = np.zeros((60, 60), dtype=bool)
     cell[disk((30, 30), 20)] = True
     nucleus = np.zeros_like(cell)
     nucleus[27:34, 18:23] = nucleus[27:34, 26:30] = nucleus[27:34, 33:38] = True
     assert separate_instances(cell, nucleus).max() == 1
-    monkeypatch.setattr(separation, "WIDE_CUT_RATIO", np.inf)
-    assert separate_instances(cell, nucleus).max() == 1
-    assert separate_instances(cell, nucleus, nucleus_gap_px=0).max() == 3
+    assert separate_instances(cell, nucleus, wide_cut_ratio=np.inf).max() == 1
+    assert separate_instances(cell, nucleus, nucleus_gap_px=0, wide_cut_ratio=np.inf).max() == 3
+    assert separate_instances(cell, nucleus, nucleus_gap_px=0).max() == 1
 
 
 def test_cell_without_nucleus_falls_back_to_distance_peaks():

@@ -103,8 +103,15 @@ def fits(body: Ellipse, bodies: list[Ellipse], h: int, w: int,
     return True
 
 
-def nucleus_lobes(rng: np.random.Generator, body: Ellipse) -> tuple[Ellipse, ...]:
-    """One round lobe (lymphocyte-like), two (band/monocyte-like) or three (neutrophil-like)."""
+def nucleus_lobes(rng: np.random.Generator, body: Ellipse,
+                  lobe_gap: tuple[float, float] | None = None) -> tuple[Ellipse, ...]:
+    """One round lobe (lymphocyte-like), two (band/monocyte-like) or three (neutrophil-like).
+
+    By default the lobes of a 2- or 3-lobed nucleus touch or overlap. With ``lobe_gap`` (low,
+    high) they lie apart, as a segmented neutrophil's often do: smaller lobes on a wider ring,
+    each gap to the next lobe along the ring drawn in that range, in units of the cell's short
+    semi-axis (Dataset 1's lobed nuclei: about 0.05-0.4; a gap the ring cannot hold is narrowed).
+    """
     r = body.b
     count = int(rng.choice([1, 2, 3], p=[0.4, 0.3, 0.3]))
     if count == 1:
@@ -112,6 +119,8 @@ def nucleus_lobes(rng: np.random.Generator, body: Ellipse) -> tuple[Ellipse, ...
         size = r * rng.uniform(0.55, 0.72)
         return (Ellipse(body.cy + off * np.sin(turn), body.cx + off * np.cos(turn), size,
                         size * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi)),)
+    if lobe_gap is not None:
+        return _lobes_apart(rng, body, count, lobe_gap)
     base, spread = rng.uniform(0, 2 * np.pi), rng.uniform(1.2, 1.8)
     ring = r * rng.uniform(0.3, 0.42)
     lobes = []
@@ -122,6 +131,36 @@ def nucleus_lobes(rng: np.random.Generator, body: Ellipse) -> tuple[Ellipse, ...
         lobes.append(Ellipse(body.cy + ring * np.sin(phi), body.cx + ring * np.cos(phi), long_axis,
                              long_axis * rng.uniform(0.6, 0.85), phi + np.pi / 2))
     return tuple(lobes)
+
+
+def _lobes_apart(rng: np.random.Generator, body: Ellipse, count: int,
+                 lobe_gap: tuple[float, float]) -> tuple[Ellipse, ...]:
+    """``count`` lobes along a ring, each ``lobe_gap`` (times the short semi-axis) from the next.
+
+    A lobe's long axis lies along the ring, so two neighbours' centres lie, as a chord of the
+    ring, their reaches along the chord plus the gap apart; the chord turns from each lobe's
+    axis by half the angle it spans, found by a few fixed-point steps. The ring and the lobes
+    together stay within 0.8 of the short semi-axis, inside ``NUCLEUS_LIMIT``.
+    """
+    r = body.b
+    ring = r * rng.uniform(0.4, 0.5)
+    longs = r * rng.uniform(0.2, 0.3, count)
+    shapes = [Ellipse(0.0, 0.0, a, a * aspect) for a, aspect in
+              zip(longs, rng.uniform(0.6, 0.85, count))]
+    gaps = r * rng.uniform(*lobe_gap, count - 1)
+    steps = []
+    for j in range(count - 1):
+        step = 0.0
+        for _ in range(4):
+            turn = step / 2
+            along = (np.cos(turn), np.sin(turn))  # turn radians from the lobes' long axes
+            chord = shapes[j].reach(*along) + shapes[j + 1].reach(*along) + gaps[j]
+            step = min(2 * np.arcsin(min(1.0, chord / (2 * ring))), 2 * np.pi / count)
+        steps.append(step)
+    angles = rng.uniform(0, 2 * np.pi) + np.concatenate([[0.0], np.cumsum(steps)])
+    angles -= (angles[-1] - angles[0]) / 2
+    return tuple(Ellipse(body.cy + ring * np.sin(phi), body.cx + ring * np.cos(phi), shape.a,
+                         shape.b, phi + np.pi / 2) for phi, shape in zip(angles, shapes))
 
 
 def image_draws(n: int, seed: int, counts: tuple[int, int], name: str,

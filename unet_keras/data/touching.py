@@ -35,6 +35,7 @@ class CellCluster:
 def touching_cells(
     n_cells: int, overlap: float, size: int = 160, seed: int = 0,
     radius: tuple[float, float] = (14.0, 20.0), aspect: tuple[float, float] = (0.8, 1.0),
+    lobe_gap: tuple[float, float] | None = None,
 ) -> CellCluster:
     """Masks of one cluster of ``n_cells`` white cells, each overlapping a neighbour by ``overlap``.
 
@@ -56,6 +57,8 @@ def touching_cells(
         seed: the same seed always gives the same cluster.
         radius: (low, high) range of each cell's long semi-axis, px.
         aspect: (low, high) range of short / long semi-axis; (1, 1) gives discs.
+        lobe_gap: None (lobes touch), or the (low, high) range of the gaps between a nucleus's
+            lobes, times the cell's short semi-axis (``cells.nucleus_lobes``).
     Raises:
         ValueError: arguments out of range, or no layout found (the message says what to change).
     """
@@ -65,6 +68,9 @@ def touching_cells(
     if not 3.0 <= radius[0] <= radius[1] or not 0.0 < aspect[0] <= aspect[1] <= 1.0:
         raise ValueError(f"radius={radius}, aspect={aspect}: expected 3 <= low <= high px and "
                          "0 < low <= high <= 1")
+    if lobe_gap is not None and not 0.0 <= lobe_gap[0] <= lobe_gap[1]:
+        raise ValueError(f"lobe_gap={lobe_gap}: expected None or 0 <= low <= high (times the "
+                         "cell's short semi-axis)")
     if size < 2 * radius[1] + 4:
         raise ValueError(f"size={size}: expected at least 2 * radius + 4 = {2 * radius[1] + 4:g} px")
     rng = np.random.default_rng(seed)
@@ -90,7 +96,8 @@ def touching_cells(
             areas.append(int(np.count_nonzero(inside)))
             bodies.append(body)
         else:
-            cells = tuple(WhiteCell(body, nucleus_lobes(rng, body)) for body in bodies)
+            cells = tuple(WhiteCell(body, nucleus_lobes(rng, body, lobe_gap))
+                          for body in bodies)
             return CellCluster(*_paint_masks(cells, yy, xx), cells, overlap)
     raise ValueError(f"found no layout of {n_cells} cells of radius {radius} px overlapping by "
                      f"{overlap} in a {size}x{size} image after {_CLUSTER_TRIES} tries; use a "
@@ -107,7 +114,7 @@ def touching_cells_set(
 
     Args:
         n_cells: inclusive (low, high) range of cells per image.
-        kwargs: ``size``, ``radius``, ``aspect`` of ``touching_cells``.
+        kwargs: ``size``, ``radius``, ``aspect``, ``lobe_gap`` of ``touching_cells``.
     """
     return [touching_cells(count, overlap, seed=image_seed, **kwargs)
             for _, count, image_seed in image_draws(n_images, seed, n_cells, "n_cells", least=1)]
