@@ -39,8 +39,8 @@ from typing import Sequence
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from unet_keras.cell_agreement import (MATCH_IOU, MEASURES, paired_values,  # noqa: E402
-                                       summarise)
+from unet_keras.cell_agreement import (MATCH_IOU, MEASURES, count_summary,  # noqa: E402
+                                       paired_values, summarise)
 from unet_keras.cv import METRICS_FILENAME, read_fold, required_folds  # noqa: E402
 from unet_keras.data.zheng2018 import CLASS_NAMES  # noqa: E402
 from unet_keras.evaluate import cell_agreement  # noqa: E402
@@ -104,9 +104,7 @@ def _pct(value: float, signed: bool = True) -> str:
 def render_markdown(report: dict) -> str:
     folds, groups = report["folds"], report["summaries"]
     counts = [c for f in folds for c in f["counts"]]
-    n_true = sum(c["annotated"] for c in counts)
-    n_matched = sum(c["matched"] for c in counts)
-    same_count = sum(c["predicted"] == c["annotated"] for c in counts)
+    counted = count_summary(counts)
     how = ("through predict's defaults (`--scale auto --colour auto`)" if report["adapt"]
            else "by the plain model")
     lines = [f"# Per-cell measurements against the annotations: {', '.join(report['sources'])}",
@@ -117,9 +115,9 @@ def render_markdown(report: dict) -> str:
              f"thresholds, smallest object, edge setting; {report['instances']} instances), "
              "measured by the same `measure_cells` as the annotated masks' 8-connected cells",
              f"- Pairs: an annotated cell and the predicted cell of highest IoU, when over "
-             f"{MATCH_IOU}: {n_matched} of {n_true} annotated cells",
-             f"- Cell count per image equal to the annotated count: {same_count} of "
-             f"{len(counts)} images", "",
+             f"{MATCH_IOU}: {counted['matched']} of {counted['annotated']} annotated cells",
+             f"- Cell count per image equal to the annotated count: {counted['counted_right']} "
+             f"of {len(counts)} images", "",
              "Bias: mean of (predicted - annotated) / annotated; error: mean absolute relative "
              "error; r: Pearson's correlation across cells.", "",
              "| cells | n | area bias / error | nucleus area bias / error | N:C ratio bias / "

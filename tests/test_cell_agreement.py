@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from unet_keras.cell_agreement import headline, pair_cells, summarise, write_pairs_csv
+from unet_keras.cell_agreement import (count_headline, count_summary, headline, pair_cells,
+                                       summarise, write_pairs_csv)
 from unet_keras.separation import separate_instances
 
 
@@ -78,3 +79,16 @@ def test_whole_cell_masks_compare_no_nucleus_and_the_pairs_are_written(tmp_path)
     (row,) = csv.DictReader((tmp_path / "pairs.csv").open())
     assert (row["annotated_area"], row["predicted_area"], row["iou"]) == ("100", "110", "0.9091")
     assert row["predicted_nucleus_area"] == "nan"
+
+
+def test_count_summary_sums_per_image_counts_and_their_errors():
+    counts = [{"annotated": 1, "predicted": 1, "matched": 1},   # right
+              {"annotated": 1, "predicted": 3, "matched": 1},   # a cell split in three: +2
+              {"annotated": 2, "predicted": 1, "matched": 0}]   # two cells merged: -1
+    summary = count_summary(counts)
+    assert summary == {"images": 3, "counted_right": 1, "annotated": 4, "predicted": 5,
+                       "matched": 2, "mean_abs_error": pytest.approx(1.0),
+                       "mean_error": pytest.approx(1 / 3)}
+    assert count_headline(summary) == ("cell count per image as annotated: 1 of 3 image(s); "
+                                       "5 cell(s) found, 4 annotated, mean error +0.33 a image")
+    assert np.isnan(count_summary([])["mean_error"]) and count_summary([])["images"] == 0

@@ -108,6 +108,13 @@ def test_evaluate_scores_a_folder_of_images_and_masks(trained_run, tmp_path):
     assert {p["image_id"] for p in pairs} <= {"cell_1", "cell_2"}
     assert all(float(p["annotated_area"]) == 25 * 25 for p in pairs)  # the 25 px squares
     assert "per-cell measurements against the annotated cells" in done.stdout
+    # And how many cells each image holds, beside how many are annotated.
+    counted = metrics["cell_counts"]
+    assert counted["images"] == 2 and counted["annotated"] == 2  # one square each
+    assert [int(r["annotated_cells"]) for r in rows] == [1, 1]
+    assert sum(int(r["predicted_cells"]) for r in rows) == counted["predicted"]
+    assert counted["counted_right"] == sum(r["predicted_cells"] == "1" for r in rows)
+    assert f"cell count per image as annotated: {counted['counted_right']} of 2" in done.stdout
     # The same pairs read as Dataset 1 score exactly alike.
     again = tmp_path / "again"
     done = run_cli("evaluate", "--model", str(trained_run), "--data-dir", str(tmp_path / "d"),

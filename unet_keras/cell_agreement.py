@@ -90,6 +90,27 @@ def summarise(pairs: Sequence[dict]) -> dict:
     return out
 
 
+def count_summary(counts: Sequence[dict]) -> dict:
+    """Per-image cell counts ({"annotated", "predicted", "matched"} rows, as
+    ``evaluate.cell_agreement`` returns them) summed up: the images whose predicted count equals
+    the annotated one, the cells on each side and paired, and the mean absolute and signed
+    count error per image (> 0: cells split or extra objects; < 0: cells merged or missed)."""
+    errors = np.array([c["predicted"] - c["annotated"] for c in counts], dtype=float)
+    return {"images": len(counts), "counted_right": int(np.sum(errors == 0)),
+            "annotated": int(sum(c["annotated"] for c in counts)),
+            "predicted": int(sum(c["predicted"] for c in counts)),
+            "matched": int(sum(c["matched"] for c in counts)),
+            "mean_abs_error": float(np.mean(np.abs(errors))) if len(counts) else math.nan,
+            "mean_error": float(np.mean(errors)) if len(counts) else math.nan}
+
+
+def count_headline(summary: dict) -> str:
+    """One line of ``count_summary``: images counted right, cells found and annotated."""
+    return (f"cell count per image as annotated: {summary['counted_right']} of "
+            f"{summary['images']} image(s); {summary['predicted']} cell(s) found, "
+            f"{summary['annotated']} annotated, mean error {summary['mean_error']:+.2f} a image")
+
+
 def headline(summary: dict) -> str:
     """One line: the cells paired, and bias (error) of area, nucleus area and N:C ratio."""
     parts = [f"{summary['n_cells']} cell(s) paired"]
