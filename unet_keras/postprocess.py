@@ -45,6 +45,8 @@ EIGHT_CONNECTED = np.ones((3, 3), bool)
 # largest's area (a monocyte, about 20 um), a platelet (2-3 um) 1-2 %. Unlike min_cell_area (px)
 # it holds at any magnification.
 SPECK_FRACTION = 0.05
+
+
 def probabilities_to_labels(prob: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
     """Threshold model probabilities (H, W, C) into a uint8 label map.
 

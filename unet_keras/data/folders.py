@@ -67,14 +67,13 @@ def read_example(image_path: Path, mask_path: Path, kind: str = "cell-nucleus") 
         raise ValueError(f"mask kind {kind!r}; expected one of {MASK_KINDS}")
     try:
         mask = read_gray(mask_path)
-        if kind == "cell":
-            image, _ = read_rgb(image_path)
-            labels = (mask.astype(np.int64) * 2 > int(mask.max())).astype(np.uint8)
-        elif mask.max() > 2:  # the dataset's grey levels: its reader checks and converts them
+        if kind == "cell-nucleus" and mask.max() > 2:
+            # The dataset's grey levels: its reader checks and converts them.
             image, labels = read_pair(Pair(image_path.stem, image_path, mask_path))
         else:
             image, _ = read_rgb(image_path)
-            labels = mask.astype(np.uint8)
+            labels = ((mask.astype(np.int64) * 2 > int(mask.max())) if kind == "cell"
+                      else mask).astype(np.uint8)
     except ImageReadError as err:
         raise DataError(str(err)) from err
     if labels.shape != image.shape[:2]:
