@@ -82,7 +82,7 @@ class UNetConfig:
     nucleus_weight: float = 1.0
     # B > 0: each pixel's BCE within 2 px of a mask's boundary counts 1 + B times
     # (losses.boundary_band); 0: every pixel alike. Against 0 over 5 folds, 5: +0.0002 whole-cell
-    # and +0.0008 nucleus Dice; 10: +0.0006 and -0.0006; within run-to-run noise (README,
+    # and +0.0008 nucleus Dice; 10: +0.0006 and -0.0006; within run-to-run noise (docs/results.md,
     # "Boundary-weighted cross-entropy").
     boundary_weight: float = 0.0
     # L > 0 adds L times the Lovasz hinge (losses.lovasz_hinge, a surrogate of 1 - IoU) to each
