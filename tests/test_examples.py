@@ -44,8 +44,8 @@ def run_example(name: str, *args, env: dict | None = None,
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("name", ["finetune.py", "serve_onnx.py", "touching_cells_report.py",
-                                  "train_other_backend.py"])
+@pytest.mark.parametrize("name", ["finetune.py", "keras_fit.py", "serve_onnx.py",
+                                  "touching_cells_report.py", "train_other_backend.py"])
 def test_example_docstring_says_how_to_run_it(name):
     doc = ast.get_docstring(ast.parse((EXAMPLES / name).read_text()))
     assert f"python examples/{name} " in doc
@@ -244,3 +244,48 @@ def test_serve_onnx_with_tta_keeps_a_pointwise_models_masks(served):
         assert plain.any()
         np.testing.assert_array_equal(averaged, plain)
     assert (out / "cells.csv").read_text() == (out.with_name("out-tta") / "cells.csv").read_text()
+
+
+# keras_fit.py
+
+def test_keras_fit_pads_as_the_project_does():
+    """The example's tf.data pair is the project's validation crop (``fit_to_size``: reflect
+    padding, the odd pixel after) with the mask as whole-cell and nucleus targets."""
+    from unet_keras.data.augment import fit_to_size
+
+    keras_fit = load_example("keras_fit")
+    rng = np.random.default_rng(0)
+    for side in (40, 41):
+        image = rng.integers(0, 256, (side, side + 2, 3), dtype=np.uint8)
+        mask = np.zeros((side, side + 2), np.uint8)
+        mask[3:30, 2:25], mask[10:20, 8:18] = 1, 2
+        x, y = keras_fit.to_pair({"image": image, "mask": mask[..., None]}, 48)
+        want_x, want_mask = fit_to_size(image, mask, 48)
+        np.testing.assert_allclose(x.numpy(), want_x, atol=1e-6)
+        np.testing.assert_array_equal(y.numpy()[..., 0], want_mask > 0)
+        np.testing.assert_array_equal(y.numpy()[..., 1], want_mask == 2)
+
+
+def test_keras_fit_trains_through_the_tfds_builder_and_scores_the_test_fold(tmp_path):
+    from tests.test_data import write_dataset
+    from unet_keras.model import load_model
+
+    write_dataset(tmp_path / "d", n=10, size=40)
+    out = tmp_path / "fit" / "model.keras"
+    done = run_example("keras_fit.py", "--data-dir", tmp_path / "d", "--epochs", "1",
+                       "--depth", "2", "--base-filters", "4", "--image-size", "48",
+                       "--batch-size", "4", "--out", out, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # 10 images: fold 0 tests 2 of them (the split of `unet-keras train --fold 0`).
+    assert "test fold 0, 2 images (jax backend): whole_cell_dice " in done.stdout
+    assert "nucleus_dice" in done.stdout
+    model = load_model(out)
+    assert model.predict(np.zeros((1, 48, 48, 3), np.float32), verbose=0).shape == (1, 48, 48, 2)
+
+
+def test_keras_fit_names_a_missing_folder_and_writes_nothing(tmp_path):
+    out = tmp_path / "model.keras"
+    done = run_example("keras_fit.py", "--data-dir", tmp_path / "nowhere", "--out", out)
+    assert done.returncode == 1
+    assert str(tmp_path / "nowhere") in done.stderr and "not found" in done.stderr
+    assert not out.exists()

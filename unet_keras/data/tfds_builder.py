@@ -4,8 +4,9 @@
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=DATA_DIR))
     ds = builder.as_dataset(split="train")   # every example; folds are chosen by image id
 
-``load_examples`` wraps this and returns numpy examples, preparing a cache keyed on the data's
-fingerprint so edited data are never served stale.
+``prepared_builder`` does this in a cache keyed on the data's fingerprint, so edited data are
+never served stale (``examples/keras_fit.py`` trains from its ``tf.data``); ``load_examples``
+returns its examples as numpy.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV, cache_home() / "tfds"))
 
 
-def load_examples(data_dir: str | Path, dataset: str = "dataset1") -> list[dict]:
-    """Read every example through the TFDS builder as numpy dicts (mask as (H, W) 0/1/2).
+def prepared_builder(data_dir: str | Path, dataset: str = "dataset1") -> WbcZheng2018:
+    """The builder of ``dataset`` with its TFDS files prepared from ``data_dir`` (the manual
+    directory), in a cache keyed on the data's fingerprint so edited data are never served
+    stale; ``builder.as_dataset(split="train")`` then gives every example as a ``tf.data``.
 
     Raises:
         DataError: missing or wrongly laid out directory, unreadable or mismatched files.
@@ -93,6 +96,16 @@ def load_examples(data_dir: str | Path, dataset: str = "dataset1") -> list[dict]
         if cause is None:
             raise
         raise DataError(str(cause)) from err
+    return builder
+
+
+def load_examples(data_dir: str | Path, dataset: str = "dataset1") -> list[dict]:
+    """Read every example through the TFDS builder as numpy dicts (mask as (H, W) 0/1/2).
+
+    Raises:
+        DataError: missing or wrongly laid out directory, unreadable or mismatched files.
+    """
+    builder = prepared_builder(data_dir, dataset)
     examples = []
     for ex in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)):
         examples.append({
