@@ -1,7 +1,9 @@
 """benchmarks.ablation on hand-made fold runs: means, paired differences worked out by hand,
-the recipe differences named, and refusals that write nothing."""
+the recipe differences named, and refusals that write nothing; and benchmarks.ablation_index
+over hand-made reports."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +144,50 @@ def test_by_cell_type_leaves_out_a_cv_json_variant(two_cvs):
     assert list(types["variants"]) == ["base"] and types["folds"] == [0, 1, 2]
     assert "Not in this table (a cv.json without per-image scores): report." in \
         (out / MARKDOWN_NAME).read_text()
+
+
+# benchmarks.ablation_index
+
+def _report(folder: Path, baseline: float, variants: dict[str, tuple[float, list[int]]]) -> None:
+    """A minimal ablation.json: the baseline's and each variant's 5-fold means, and the
+    variant's paired whole-cell difference over ``folds``."""
+    def entry(label, dice, folds, paired=None):
+        out = {"label": label, "folds": folds, "mean": {"whole_cell_dice": dice,
+                                                       "nucleus_dice": dice - 0.02}}
+        if paired is not None:
+            out["differs_from_baseline"] = {"seed": 1}
+            out["vs_baseline"] = {"whole_cell_dice": {"folds": folds, "mean": paired, "sd": 0.001}}
+        return out
+    folder.mkdir(parents=True)
+    (folder / "ablation.json").write_text(json.dumps({
+        "baseline": "base", "variants": [entry("base", baseline, [0, 1, 2, 3, 4])] + [
+            entry(label, dice, folds, dice - baseline) for label, (dice, folds) in variants.items()]}))
+
+
+def test_ablation_index_lists_every_variant_and_the_highest_five_fold_means(tmp_path):
+    from benchmarks import ablation_index
+
+    _report(tmp_path / "ablation-a", 0.980, {"wider": (0.982, [0, 1, 2, 3, 4])})
+    _report(tmp_path / "ablation-b", 0.981, {"two folds": (0.990, [0, 1])})
+    out = tmp_path / "docs" / "INDEX.md"
+    assert ablation_index.main([str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| [ablation-a](../ablation-a/ABLATION.md) | base | wider | seed 1 | 0,1,2,3,4 | " \
+           "+0.0020 ± 0.0010 | - | - |" in text
+    assert "| two folds | seed 1 | 0,1 | +0.0090 ± 0.0010 |" in text
+    # The highest 5-fold means: the two-fold variant is not among them, however high.
+    top = text.split("Highest 5-fold")[1]
+    assert top.index("| 0.9820 | 0.9620 | wider | ablation-a |") < top.index("| 0.9810 |")
+    assert "two folds" not in top
+
+
+def test_ablation_index_names_an_empty_folder_and_a_broken_report(tmp_path, capsys):
+    from benchmarks import ablation_index
+
+    assert ablation_index.main([str(tmp_path)]) == 1
+    assert str(tmp_path) in capsys.readouterr().err
+    (tmp_path / "ablation-x").mkdir()
+    (tmp_path / "ablation-x" / "ablation.json").write_text('{"variants": [{}, {}]}')
+    assert ablation_index.main([str(tmp_path)]) == 1
+    assert "ablation-x/ablation.json" in capsys.readouterr().err
+    assert not (tmp_path / "ABLATIONS.md").exists()
