@@ -1,11 +1,12 @@
 """The shipped pretrained model: made by export.ship, served by `unet-keras predict` by default."""
 
 import json
+import textwrap
 
 import pytest
 
 from export.ship import NAMES, ShipError, ship, update_card_cv
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.test_export import make_run
 from unet_keras import pretrained
 from unet_keras.config import ConfigError, UNetConfig, resolve_run
@@ -85,6 +86,32 @@ def test_predict_without_model_uses_the_shipped_onnx(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "shipped pretrained model" in done.stdout
     assert (tmp_path / "out" / "smear_mask.png").is_file() and (tmp_path / "out" / "cells.csv").is_file()
+
+
+def test_the_readme_python_example_runs_without_keras_or_jax(tmp_path):
+    """The README's Python block, run as written on an image of the shipped model's kind: it
+    segments through onnxruntime alone and gives the mask encoding it promises."""
+    import re
+    import subprocess
+    import sys
+
+    from unet_keras.data.synthetic import synthetic_smear
+
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    block = next(b for b in blocks if "Segmenter.from_onnx(pretrained_path" in b)
+    image, _ = synthetic_smear(120, seed=3)
+    write_png(tmp_path / "cell.bmp.png", image)
+    code = block.replace('"cell.bmp"', repr(str(tmp_path / "cell.bmp.png"))) + textwrap.dedent("""
+        import sys
+        assert result.mask_png.dtype == np.uint8 and set(np.unique(result.mask_png)) <= {0, 128, 255}
+        assert result.instances.max() == len(result.cells)
+        print("heavy:", sorted(m for m in ("keras", "jax", "tensorflow") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "heavy: []" in done.stdout
 
 
 def test_a_run_trained_on_all_data_ships_with_no_test_figures(tmp_path, capsys):
