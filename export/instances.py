@@ -13,6 +13,8 @@ cells are equally far from both seeds the watershed may give a boundary pixel to
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -27,10 +29,13 @@ COL_COLUMNS = ("centroid_x", "bbox_min_col", "bbox_max_col")
 
 def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: bool,
                            method: str = "watershed", min_cell_area: int = MIN_CELL_AREA,
-                           edge_cells: str = "keep") -> tuple[np.ndarray, list[dict]]:
+                           edge_cells: str = "keep", probability: np.ndarray | None = None,
+                           thresholds: Sequence[float] = (0.5,)
+                           ) -> tuple[np.ndarray, list[dict]]:
     """``separate_instances`` + ``measure_cells`` per connected component of ``label_map > 0``,
     without the parts that ``postprocess.edge_parts`` finds cut by the image edge when
-    ``edge_cells`` is "drop" (``label_map`` itself is left as it is).
+    ``edge_cells`` is "drop" (``label_map`` itself is left as it is). Given the model's
+    ``probability`` and ``thresholds``, each row's confidences are measured too.
 
     Returns:
         (instances int32 (H, W) labelled 1..N, one ``measure_cells`` row per instance).
@@ -58,7 +63,9 @@ def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: 
                                    min_size=min_cell_area)
         crop[mask] = np.where(cells[mask] > 0, -(cells[mask] + next_id), 0)
         r0, c0 = box[0].start, box[1].start
-        for row in measure_cells(cells, labels, image_name, has_nucleus=has_nucleus):
+        crop_probability = None if probability is None else probability[box]
+        for row in measure_cells(cells, labels, image_name, has_nucleus=has_nucleus,
+                                 probability=crop_probability, thresholds=thresholds):
             row["label"] += next_id
             for key in ROW_COLUMNS:
                 row[key] += r0

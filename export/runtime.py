@@ -216,12 +216,14 @@ class Segmenter:
         if probability[..., 0].size > self.tile**2:  # whole-image postprocessing: several GB
             labels = probabilities_to_labels(probability, self.thresholds)
             instances, cells = instances_by_component(labels, image_name, has_nucleus,
-                                                      instance_method, min_area, edge_cells)
+                                                      instance_method, min_area, edge_cells,
+                                                      probability, self.thresholds)
             labels[instances == 0] = 0  # as label_cells: the mask shows the kept cells only
         else:
             labels, instances = label_cells(probability, self.thresholds, instance_method,
                                             min_area, edge_cells)
-            cells = measure_cells(instances, labels, image_name, has_nucleus=has_nucleus)
+            cells = measure_cells(instances, labels, image_name, has_nucleus=has_nucleus,
+                                  probability=probability, thresholds=self.thresholds)
         return SegmentResult(probability, labels, labels_to_png(labels, self.out_channels),
                              instances, cells, notes)
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from unet_keras.cell_agreement import (count_headline, count_summary, headline, pair_cells,
-                                       summarise, write_pairs_csv)
+from unet_keras.cell_agreement import (confidence_headline, confidence_summary, count_headline,
+                                       count_summary, headline, pair_cells, summarise,
+                                       write_pairs_csv)
 from unet_keras.separation import separate_instances
 
 
@@ -79,6 +80,45 @@ def test_whole_cell_masks_compare_no_nucleus_and_the_pairs_are_written(tmp_path)
     (row,) = csv.DictReader((tmp_path / "pairs.csv").open())
     assert (row["annotated_area"], row["predicted_area"], row["iou"]) == ("100", "110", "0.9091")
     assert row["predicted_nucleus_area"] == "nan"
+    assert row["predicted_outline_confidence"] == "nan"  # no probability given
+
+
+def test_predicted_cells_carry_their_confidence_into_the_pairs(tmp_path):
+    truth = np.zeros((20, 20), np.uint8)
+    cell(truth, slice(2, 12), slice(2, 12), (slice(4, 8), slice(4, 8)))
+    probability = np.stack([(truth > 0) * 0.75, (truth == 2) * 1.0], -1).astype(np.float32)
+    instances = separate_instances(truth > 0, method="components", min_size=1)
+    pairs, _, _ = pair_cells(truth, instances, truth, "img", probability=probability,
+                             thresholds=(0.5, 0.5))
+    assert pairs[0]["predicted"]["outline_confidence"] == 0.5
+    assert pairs[0]["predicted"]["nucleus_confidence"] == 1.0
+    assert math.isnan(pairs[0]["annotated"]["outline_confidence"])
+    write_pairs_csv(pairs, tmp_path / "pairs.csv")
+    (row,) = csv.DictReader((tmp_path / "pairs.csv").open())
+    assert (row["predicted_outline_confidence"], row["predicted_nucleus_confidence"]) == ("0.5", "1.0")
+
+
+def fake_pair(iou: float, outline: float, nucleus_error: float, nucleus: float) -> dict:
+    return {"iou": iou, "annotated": {"nucleus_area": 100.0},
+            "predicted": {"nucleus_area": 100.0 * (1 + nucleus_error),
+                          "outline_confidence": outline, "nucleus_confidence": nucleus}}
+
+
+def test_confidence_summary_ranks_errors_against_confidence():
+    # 20 cells: the less confident, the larger the error, on both columns.
+    pairs = [fake_pair(1 - 0.01 * k, 1 - 0.02 * k, 0.01 * k, 1 - 0.03 * k) for k in range(20)]
+    summary = confidence_summary(pairs)
+    outline, nucleus = summary["outline_confidence"], summary["nucleus_confidence"]
+    assert outline["n"] == nucleus["n"] == 20
+    assert outline["spearman"] == pytest.approx(-1.0) and nucleus["spearman"] == pytest.approx(-1.0)
+    # The least confident tenth: k = 18, 19 (1 - IoU 0.18, 0.19); the rest k = 0..17.
+    assert outline["error_least_confident_tenth"] == pytest.approx(0.185)
+    assert outline["error_rest"] == pytest.approx(0.085)
+    assert "Spearman -1.00" in confidence_headline(summary)
+    # Under 10 cells with a value there is nothing to rank.
+    few = confidence_summary(pairs[:9])
+    assert few["outline_confidence"]["n"] == 9 and math.isnan(few["outline_confidence"]["spearman"])
+    assert confidence_headline(few).endswith("too few paired cells (< 10)")
 
 
 def test_count_summary_sums_per_image_counts_and_their_errors():

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import spearmanr
 from skimage.measure import label as connected_components
 
+from unet_keras.confidence import CONFIDENCE_COLUMNS
 from unet_keras.image_io import atomic_output
 from unet_keras.metrics import iou_matrix
 from unet_keras.postprocess import measure_cells
@@ -26,17 +28,20 @@ MATCH_IOU = 0.5
 
 
 def pair_cells(pred_labels: np.ndarray, pred_instances: np.ndarray, true_labels: np.ndarray,
-               image_id: str, has_nucleus: bool = True) -> tuple[list[dict], int, int]:
+               image_id: str, has_nucleus: bool = True, probability: np.ndarray | None = None,
+               thresholds: Sequence[float] = (0.5,)) -> tuple[list[dict], int, int]:
     """(pairs, annotated cells, predicted cells) of one image.
 
     Each pair is {"image_id", "iou", "annotated": measure_cells row, "predicted": row} for an
     annotated cell and the predicted cell overlapping it with IoU > ``MATCH_IOU``. With
     ``has_nucleus`` False (a 1-channel model, or masks of whole cells) both sides' nucleus
-    measurements are NaN and left out of the summaries.
+    measurements are NaN and left out of the summaries. Given the model's ``probability`` and
+    ``thresholds``, the predicted rows carry their confidences (``confidence``).
     """
     true_instances = connected_components(np.asarray(true_labels) > 0, connectivity=2)
     annotated = measure_cells(true_instances, true_labels, image_id, has_nucleus)
-    predicted = measure_cells(pred_instances, pred_labels, image_id, has_nucleus)
+    predicted = measure_cells(pred_instances, pred_labels, image_id, has_nucleus,
+                              probability=probability, thresholds=thresholds)
     iou = iou_matrix(pred_instances, true_instances)  # rows and columns in label order
     pairs = []
     for column, cell in enumerate(annotated):
@@ -90,6 +95,47 @@ def summarise(pairs: Sequence[dict]) -> dict:
     return out
 
 
+def confidence_summary(pairs: Sequence[dict]) -> dict:
+    """Whether the predicted cells' confidences (``confidence.CONFIDENCE_COLUMNS``) point at
+    their errors: per column, the cells with a finite value, Spearman's rank correlation of the
+    confidence with the error, and the mean error of the least confident tenth of cells against
+    the rest. The error is 1 - IoU for the outline and the absolute relative error of the nucleus
+    area for the nucleus; a useful confidence correlates negatively."""
+    errors = {"outline_confidence": lambda p: 1.0 - p["iou"],
+              "nucleus_confidence": lambda p: abs(p["predicted"]["nucleus_area"]
+                                                  - p["annotated"]["nucleus_area"])
+              / p["annotated"]["nucleus_area"] if p["annotated"]["nucleus_area"] else math.nan}
+    out = {}
+    for column, error in errors.items():
+        values = np.array([(p["predicted"].get(column, math.nan), error(p)) for p in pairs],
+                          float).reshape(-1, 2)
+        values = values[np.isfinite(values).all(axis=1)]
+        entry = {"n": int(len(values)), "spearman": math.nan, "error_least_confident_tenth":
+                 math.nan, "error_rest": math.nan}
+        if len(values) >= 10:
+            confidence, err = values[:, 0], values[:, 1]
+            low = confidence <= np.quantile(confidence, 0.1)
+            entry.update(spearman=float(spearmanr(confidence, err)[0]),
+                         error_least_confident_tenth=float(err[low].mean()),
+                         error_rest=float(err[~low].mean()))
+        out[column] = entry
+    return out
+
+
+def confidence_headline(summary: dict) -> str:
+    """One line of ``confidence_summary``: each confidence's rank correlation with its error,
+    and the error of the least confident tenth of cells against the rest."""
+    parts = []
+    for column, what, scale, unit in (("outline_confidence", "1 - IoU", 1.0, ""),
+                                      ("nucleus_confidence", "nucleus area error", 100.0, " %")):
+        entry = summary[column]
+        if math.isfinite(entry["spearman"]):
+            parts.append(f"{column} vs {what}: Spearman {entry['spearman']:+.2f}, least confident "
+                         f"tenth {scale * entry['error_least_confident_tenth']:.3g}{unit} against "
+                         f"{scale * entry['error_rest']:.3g}{unit}")
+    return "cell confidence: " + ("; ".join(parts) if parts else "too few paired cells (< 10)")
+
+
 def count_summary(counts: Sequence[dict]) -> dict:
     """Per-image cell counts ({"annotated", "predicted", "matched"} rows, as
     ``evaluate.cell_agreement`` returns them) summed up: the images whose predicted count equals
@@ -128,10 +174,13 @@ def write_pairs_csv(pairs: Sequence[dict], path: Path) -> None:
     keys = (*MEASURES, "nucleus_parts")
     fields = ["image_id", "iou"] + [f"{side}_{k}" for k in keys for side in ("annotated",
                                                                              "predicted")]
+    fields += [f"predicted_{k}" for k in CONFIDENCE_COLUMNS]
     with atomic_output(path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for pair in pairs:
             writer.writerow({"image_id": pair["image_id"], "iou": round(pair["iou"], 4),
                              **{f"{side}_{k}": pair[side][k] for k in keys
-                                for side in ("annotated", "predicted")}})
+                                for side in ("annotated", "predicted")},
+                             **{f"predicted_{k}": pair["predicted"].get(k, math.nan)
+                                for k in CONFIDENCE_COLUMNS}})

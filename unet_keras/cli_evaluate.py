@@ -14,7 +14,8 @@ from unet_keras.evaluate import format_scores
 
 def cmd_evaluate(args) -> int:
     from unet_keras.domain import DomainAdapter
-    from unet_keras.cell_agreement import (count_headline, count_summary, headline, summarise,
+    from unet_keras.cell_agreement import (confidence_headline, confidence_summary,
+                                           count_headline, count_summary, headline, summarise,
                                            write_pairs_csv)
     from unet_keras.evaluate import (cell_agreement, score_config, write_json,
                                      write_per_image_csv)
@@ -79,6 +80,7 @@ def cmd_evaluate(args) -> int:
     rows, summary = score_config(probs, examples, config)
     pairs, counts = cell_agreement(probs, examples, config)
     measured, counted = summarise(pairs), count_summary(counts)
+    confidence = confidence_summary(pairs)
     for row, count in zip(rows, counts):
         row["annotated_cells"], row["predicted_cells"] = count["annotated"], count["predicted"]
     for row, mapped in zip(rows, adapter.mapped):
@@ -95,12 +97,14 @@ def cmd_evaluate(args) -> int:
                 "n_rescaled": sum(f != 1.0 for f in adapter.factors),
                 "thresholds": list(config.thresholds), "min_cell_area": config.min_cell_area,
                 "edge_cells": config.edge_cells, "test": summary,
-                "cell_measurements": measured, "cell_counts": counted}, out / "metrics.json")
+                "cell_measurements": measured, "cell_counts": counted,
+                "cell_confidence": confidence}, out / "metrics.json")
     write_per_image_csv(rows, out / "per_image.csv")
     write_pairs_csv(pairs, out / "cells_vs_annotated.csv")
     print(format_scores(f"test {part}", summary, data.source))
     print(headline(measured))
     print(count_headline(counted))
+    print(confidence_headline(confidence))
     print(f"written: {out / 'metrics.json'}, {out / 'per_image.csv'}, "
           f"{out / 'cells_vs_annotated.csv'}")
     return EXIT_OK

@@ -56,7 +56,8 @@ def cell_agreement(probs: Sequence[np.ndarray], examples: Sequence[dict], config
         labels, cells = label_cells(prob, config.thresholds, instances, config.min_cell_area,
                                     config.edge_cells)
         found, n_true, n_pred = pair_cells(labels, cells, example["mask"], example["image_id"],
-                                           nucleus_scored(prob, example))
+                                           nucleus_scored(prob, example), prob,
+                                           config.thresholds)
         pairs += found
         counts.append({"image_id": example["image_id"], "annotated": n_true,
                        "predicted": n_pred, "matched": len(found)})

@@ -20,6 +20,7 @@ from skimage.measure import regionprops
 from skimage.segmentation import find_boundaries
 
 from unet_keras.config import EDGE_CELLS, MIN_CELL_AREA
+from unet_keras.confidence import CONFIDENCE_COLUMNS, cell_confidences
 from unet_keras.image_io import atomic_output
 from unet_keras.separation import as_mask, separate_instances
 
@@ -29,7 +30,7 @@ CELL_COLUMNS = [
     "image", "label", "area", "centroid_y", "centroid_x",
     "bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col",
     "eccentricity", "solidity", "nucleus_area", "cytoplasm_area", "nc_ratio",
-    "equivalent_diameter", "perimeter", "circularity", "nucleus_parts",
+    "equivalent_diameter", "perimeter", "circularity", "nucleus_parts", *CONFIDENCE_COLUMNS,
 ]
 CYTOPLASM_COLOUR = (0, 200, 255)  # sky blue, apart from the pink/purple of stained smears
 NUCLEUS_COLOUR = (255, 200, 0)  # amber
@@ -226,7 +227,8 @@ def label_cells(prob: np.ndarray, thresholds: Sequence[float], method: str = "wa
 
 
 def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
-                  has_nucleus: bool = True) -> list[dict]:
+                  has_nucleus: bool = True, probability: np.ndarray | None = None,
+                  thresholds: Sequence[float] = (0.5,)) -> list[dict]:
     """One row of ``CELL_COLUMNS`` per cell instance, in label order.
 
     Bounding boxes follow regionprops: min inclusive, max exclusive. ``nc_ratio`` is nucleus
@@ -237,6 +239,9 @@ def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
     pieces of nucleus in the cell: the lobes the segmentation shows apart (lobes joined by a
     filament count once). With ``has_nucleus=False`` (a 1-channel model)
     nucleus_area, cytoplasm_area, nc_ratio and nucleus_parts are NaN: unknown, not zero.
+    Given the model's ``probability`` (H, W, C) and its ``thresholds``, ``outline_confidence``
+    and ``nucleus_confidence`` are ``confidence.cell_confidences``; without it (annotated
+    cells) they are NaN.
     """
     instances, label_map = np.asarray(instances), np.asarray(label_map)
     if instances.shape != label_map.shape or instances.ndim != 2:
@@ -245,6 +250,9 @@ def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
     n = int(instances.max(initial=0)) + 1
     nucleus_area = np.bincount(instances.ravel(), weights=(label_map == 2).ravel(), minlength=n)
     cytoplasm_area = np.bincount(instances.ravel(), weights=(label_map == 1).ravel(), minlength=n)
+    unknown = dict.fromkeys(CONFIDENCE_COLUMNS, math.nan)
+    confidences = ({} if probability is None
+                   else cell_confidences(instances, probability, thresholds))
     rows = []
     for region in regionprops(instances):
         min_row, min_col, max_row, max_col = region.bbox
@@ -266,7 +274,7 @@ def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
             "equivalent_diameter": float(region.equivalent_diameter_area),
             "perimeter": perimeter,
             "circularity": 4 * math.pi * region.area / perimeter**2 if perimeter else math.nan,
-            "nucleus_parts": parts,
+            "nucleus_parts": parts, **confidences.get(region.label, unknown),
         })
     return rows
 

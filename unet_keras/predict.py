@@ -116,7 +116,8 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
         summary.notes.extend((str(path), note) for note in notes)
         labels, instances = label_cells(prob, thresholds, instance_method, min_cell_area,
                                         edge_cells)
-        cells = measure_cells(instances, labels, path.name, has_nucleus=prob.shape[-1] == 2)
+        cells = measure_cells(instances, labels, path.name, has_nucleus=prob.shape[-1] == 2,
+                              probability=prob, thresholds=thresholds)
         rows.extend(cells)
         summary.n_cells += len(cells)
         write_png(out_dir / f"{path.stem}_mask.png", labels_to_png(labels, prob.shape[-1]))
