@@ -33,6 +33,7 @@ def test_cells_pair_by_iou_over_half_and_compare_their_measurements():
     assert pair["iou"] == pytest.approx(100 / 120)
     assert (pair["annotated"]["area"], pair["predicted"]["area"]) == (100, 120)
     assert (pair["annotated"]["nucleus_area"], pair["predicted"]["nucleus_area"]) == (16, 20)
+    assert pair["nucleus_dice"] == pytest.approx(2 * 16 / (16 + 20))  # rows 4-7 inside 4-8
 
     summary = summarise(pairs)
     assert summary["n_cells"] == 1
@@ -96,17 +97,17 @@ def test_predicted_cells_carry_their_confidence_into_the_pairs(tmp_path):
     write_pairs_csv(pairs, tmp_path / "pairs.csv")
     (row,) = csv.DictReader((tmp_path / "pairs.csv").open())
     assert (row["predicted_outline_confidence"], row["predicted_nucleus_confidence"]) == ("0.5", "1.0")
+    assert pairs[0]["nucleus_dice"] == 1.0 and row["nucleus_dice"] == "1.0"
 
 
-def fake_pair(iou: float, outline: float, nucleus_error: float, nucleus: float) -> dict:
-    return {"iou": iou, "annotated": {"nucleus_area": 100.0},
-            "predicted": {"nucleus_area": 100.0 * (1 + nucleus_error),
-                          "outline_confidence": outline, "nucleus_confidence": nucleus}}
+def fake_pair(iou: float, outline: float, nucleus_dice: float, nucleus: float) -> dict:
+    return {"iou": iou, "nucleus_dice": nucleus_dice,
+            "predicted": {"outline_confidence": outline, "nucleus_confidence": nucleus}}
 
 
 def test_confidence_summary_ranks_errors_against_confidence():
     # 20 cells: the less confident, the larger the error, on both columns.
-    pairs = [fake_pair(1 - 0.01 * k, 1 - 0.02 * k, 0.01 * k, 1 - 0.03 * k) for k in range(20)]
+    pairs = [fake_pair(1 - 0.01 * k, 1 - 0.02 * k, 1 - 0.02 * k, 1 - 0.03 * k) for k in range(20)]
     summary = confidence_summary(pairs)
     outline, nucleus = summary["outline_confidence"], summary["nucleus_confidence"]
     assert outline["n"] == nucleus["n"] == 20
@@ -114,6 +115,7 @@ def test_confidence_summary_ranks_errors_against_confidence():
     # The least confident tenth: k = 18, 19 (1 - IoU 0.18, 0.19); the rest k = 0..17.
     assert outline["error_least_confident_tenth"] == pytest.approx(0.185)
     assert outline["error_rest"] == pytest.approx(0.085)
+    assert nucleus["error_least_confident_tenth"] == pytest.approx(0.37)  # 1 - Dice, k = 18, 19
     assert "Spearman -1.00" in confidence_headline(summary)
     # Under 10 cells with a value there is nothing to rank.
     few = confidence_summary(pairs[:9])

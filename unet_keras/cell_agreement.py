@@ -32,8 +32,9 @@ def pair_cells(pred_labels: np.ndarray, pred_instances: np.ndarray, true_labels:
                thresholds: Sequence[float] = (0.5,)) -> tuple[list[dict], int, int]:
     """(pairs, annotated cells, predicted cells) of one image.
 
-    Each pair is {"image_id", "iou", "annotated": measure_cells row, "predicted": row} for an
-    annotated cell and the predicted cell overlapping it with IoU > ``MATCH_IOU``. With
+    Each pair is {"image_id", "iou", "nucleus_dice", "annotated": measure_cells row,
+    "predicted": row} for an annotated cell and the predicted cell overlapping it with IoU >
+    ``MATCH_IOU``; its nucleus Dice compares the nucleus inside each of the two cells. With
     ``has_nucleus`` False (a 1-channel model, or masks of whole cells) both sides' nucleus
     measurements are NaN and left out of the summaries. Given the model's ``probability`` and
     ``thresholds``, the predicted rows carry their confidences (``confidence``).
@@ -50,8 +51,17 @@ def pair_cells(pred_labels: np.ndarray, pred_instances: np.ndarray, true_labels:
         row = int(np.argmax(iou[:, column]))
         if iou[row, column] > MATCH_IOU:
             pairs.append({"image_id": image_id, "iou": float(iou[row, column]),
+                          "nucleus_dice": _nucleus_dice(
+                              (pred_instances == predicted[row]["label"]) & (pred_labels == 2),
+                              (true_instances == cell["label"]) & (true_labels == 2))
+                          if has_nucleus else math.nan,
                           "annotated": cell, "predicted": predicted[row]})
     return pairs, len(annotated), len(predicted)
+
+
+def _nucleus_dice(predicted: np.ndarray, annotated: np.ndarray) -> float:
+    total = int(predicted.sum()) + int(annotated.sum())
+    return 2.0 * int((predicted & annotated).sum()) / total if total else 1.0
 
 
 def paired_values(pairs: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -99,12 +109,10 @@ def confidence_summary(pairs: Sequence[dict]) -> dict:
     """Whether the predicted cells' confidences (``confidence.CONFIDENCE_COLUMNS``) point at
     their errors: per column, the cells with a finite value, Spearman's rank correlation of the
     confidence with the error, and the mean error of the least confident tenth of cells against
-    the rest. The error is 1 - IoU for the outline and the absolute relative error of the nucleus
-    area for the nucleus; a useful confidence correlates negatively."""
+    the rest. The error is 1 - the pair's IoU for the outline and 1 - its nucleus Dice for the
+    nucleus; a useful confidence correlates negatively."""
     errors = {"outline_confidence": lambda p: 1.0 - p["iou"],
-              "nucleus_confidence": lambda p: abs(p["predicted"]["nucleus_area"]
-                                                  - p["annotated"]["nucleus_area"])
-              / p["annotated"]["nucleus_area"] if p["annotated"]["nucleus_area"] else math.nan}
+              "nucleus_confidence": lambda p: 1.0 - p.get("nucleus_dice", math.nan)}
     out = {}
     for column, error in errors.items():
         values = np.array([(p["predicted"].get(column, math.nan), error(p)) for p in pairs],
@@ -126,13 +134,13 @@ def confidence_headline(summary: dict) -> str:
     """One line of ``confidence_summary``: each confidence's rank correlation with its error,
     and the error of the least confident tenth of cells against the rest."""
     parts = []
-    for column, what, scale, unit in (("outline_confidence", "1 - IoU", 1.0, ""),
-                                      ("nucleus_confidence", "nucleus area error", 100.0, " %")):
+    for column, what in (("outline_confidence", "1 - IoU"),
+                         ("nucleus_confidence", "1 - nucleus Dice")):
         entry = summary[column]
         if math.isfinite(entry["spearman"]):
             parts.append(f"{column} vs {what}: Spearman {entry['spearman']:+.2f}, least confident "
-                         f"tenth {scale * entry['error_least_confident_tenth']:.3g}{unit} against "
-                         f"{scale * entry['error_rest']:.3g}{unit}")
+                         f"tenth {entry['error_least_confident_tenth']:.4f} against "
+                         f"{entry['error_rest']:.4f}")
     return "cell confidence: " + ("; ".join(parts) if parts else "too few paired cells (< 10)")
 
 
@@ -170,17 +178,18 @@ def headline(summary: dict) -> str:
 
 
 def write_pairs_csv(pairs: Sequence[dict], path: Path) -> None:
-    """One row per pair: image, IoU, then each measurement annotated and predicted."""
+    """One row per pair: image, IoU, nucleus Dice, then each measurement annotated and
+    predicted, then the predicted cell's confidences."""
     keys = (*MEASURES, "nucleus_parts")
-    fields = ["image_id", "iou"] + [f"{side}_{k}" for k in keys for side in ("annotated",
-                                                                             "predicted")]
+    sides = ("annotated", "predicted")
+    fields = ["image_id", "iou", "nucleus_dice"] + [f"{s}_{k}" for k in keys for s in sides]
     fields += [f"predicted_{k}" for k in CONFIDENCE_COLUMNS]
     with atomic_output(path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for pair in pairs:
             writer.writerow({"image_id": pair["image_id"], "iou": round(pair["iou"], 4),
-                             **{f"{side}_{k}": pair[side][k] for k in keys
-                                for side in ("annotated", "predicted")},
+                             "nucleus_dice": round(pair["nucleus_dice"], 4),
+                             **{f"{s}_{k}": pair[s][k] for k in keys for s in sides},
                              **{f"predicted_{k}": pair["predicted"].get(k, math.nan)
                                 for k in CONFIDENCE_COLUMNS}})
