@@ -51,17 +51,27 @@ def pair_cells(pred_labels: np.ndarray, pred_instances: np.ndarray, true_labels:
         row = int(np.argmax(iou[:, column]))
         if iou[row, column] > MATCH_IOU:
             pairs.append({"image_id": image_id, "iou": float(iou[row, column]),
-                          "nucleus_dice": _nucleus_dice(
-                              (pred_instances == predicted[row]["label"]) & (pred_labels == 2),
-                              (true_instances == cell["label"]) & (true_labels == 2))
+                          "nucleus_dice": _nucleus_dice(pred_instances, pred_labels,
+                                                        predicted[row], true_instances,
+                                                        true_labels, cell)
                           if has_nucleus else math.nan,
                           "annotated": cell, "predicted": predicted[row]})
     return pairs, len(annotated), len(predicted)
 
 
-def _nucleus_dice(predicted: np.ndarray, annotated: np.ndarray) -> float:
-    total = int(predicted.sum()) + int(annotated.sum())
-    return 2.0 * int((predicted & annotated).sum()) / total if total else 1.0
+def _nucleus_dice(pred_instances: np.ndarray, pred_labels: np.ndarray, predicted: dict,
+                  true_instances: np.ndarray, true_labels: np.ndarray, annotated: dict) -> float:
+    """Dice of the nucleus inside a predicted cell against that inside its annotated cell, over
+    the two cells' bounding boxes together (1.0 where neither holds nucleus)."""
+    box = (slice(min(predicted["bbox_min_row"], annotated["bbox_min_row"]),
+                 max(predicted["bbox_max_row"], annotated["bbox_max_row"])),
+           slice(min(predicted["bbox_min_col"], annotated["bbox_min_col"]),
+                 max(predicted["bbox_max_col"], annotated["bbox_max_col"])))
+    pred = ((np.asarray(pred_instances)[box] == predicted["label"])
+            & (np.asarray(pred_labels)[box] == 2))
+    true = (true_instances[box] == annotated["label"]) & (np.asarray(true_labels)[box] == 2)
+    total = int(pred.sum()) + int(true.sum())
+    return 2.0 * int((pred & true).sum()) / total if total else 1.0
 
 
 def paired_values(pairs: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
