@@ -17,8 +17,9 @@ that IoU exceeds 0.5, which makes the pairs one-to-one.
 
 Per cell type (the dataset's class labels) and over all cells: for each measurement the bias
 (mean of (predicted - annotated) / annotated), the mean absolute relative error and Pearson's r;
-for nucleus parts the share of cells with the annotated count and the table of counts; and per
-image the predicted cell count against the annotated one.
+for nucleus parts the share of cells with the annotated count and the table of counts; per
+image the predicted cell count against the annotated one; and over all cells whether the
+predicted cells' confidences rank their errors (``cell_agreement.confidence_summary``).
 
 Outputs: DIR/cell_measures.json (every pair's measurements, the summaries, machine, versions),
 DIR/MEASURES.md and DIR/measures.png (predicted against annotated area, nucleus area and
@@ -39,8 +40,9 @@ from typing import Sequence
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from unet_keras.cell_agreement import (MATCH_IOU, MEASURES, count_summary,  # noqa: E402
-                                       paired_values, summarise)
+from unet_keras.cell_agreement import (MATCH_IOU, MEASURES, confidence_headline,  # noqa: E402
+                                       confidence_summary, count_summary, paired_values,
+                                       summarise)
 from unet_keras.cv import METRICS_FILENAME, read_fold, required_folds  # noqa: E402
 from unet_keras.data.zheng2018 import CLASS_NAMES  # noqa: E402
 from unet_keras.evaluate import cell_agreement  # noqa: E402
@@ -143,6 +145,9 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {key} | {m['annotated_mean']:.3f} | {m['predicted_mean']:.3f} | "
                      f"{_pct(m['bias'])} | {_pct(m['mean_abs_error'], signed=False)} | "
                      f"{m['pearson_r']:.3f} |")
+    lines += ["", "Whether each predicted cell's confidence (`cells.csv`'s outline_confidence, "
+              "nucleus_confidence) points at its error, all cells: "
+              + confidence_headline(report["confidence"]).removeprefix("cell confidence: ")]
     lines += ["", "Nucleus parts (8-connected pieces of nucleus in the cell), annotated -> "
               "predicted: " + ", ".join(f"{k}: {v}" for k, v in
                                         overall["nucleus_parts"]["table"].items()), "",
@@ -205,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs = [p for f in folds for p in f["pairs"]]
     report = {"sources": args.runs, "instances": args.instances, "adapt": args.adapt,
               "match_iou": MATCH_IOU, "folds": folds,
-              "summaries": summaries(pairs), "machine": machine(), "versions": versions()}
+              "summaries": summaries(pairs), "confidence": confidence_summary(pairs),
+              "machine": machine(), "versions": versions()}
     text = render_markdown(report)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,9 @@ def test_cell_measures_pair_every_cell_the_cv_scoring_finds(tiny_cv, tmp_path):
     pairs = [p for f in report["folds"] for p in f["pairs"]]
     assert pairs  # a 1-epoch model still finds a few of the synthetic cells
     assert report["summaries"]["all cells"]["n_cells"] == len(pairs)
+    # Every predicted cell carries its confidences; the summary counts the cells that have them.
+    assert all(0 <= p["predicted"]["outline_confidence"] <= 1 for p in pairs)
+    assert report["confidence"]["outline_confidence"]["n"] == len(pairs)
     assert "| all cells |" in (out / cell_measures.MARKDOWN_NAME).read_text()
     assert (out / cell_measures.PLOT_NAME).stat().st_size > 0
     # One run, through predict's defaults for images from elsewhere.
