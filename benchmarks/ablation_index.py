@@ -31,24 +31,31 @@ DIFFERENCES = (("whole_cell_dice", "whole-cell Dice"), ("nucleus_dice", "nucleus
 TOP = 5  # variants listed by their own 5-fold mean whole-cell Dice
 
 
-def read_reports(results: Path) -> list[tuple[Path, dict]]:
-    """(path, ablation.json) of every report below ``results``, sorted by folder name."""
+def read_reports(results: Path) -> tuple[list[dict], list[tuple]]:
+    """Every report below ``results``, sorted by folder name, as (one row per variant against
+    its baseline, one (whole-cell Dice, nucleus Dice, label, report) per 5-fold entry)."""
     paths = sorted(results.glob(f"*/{JSON_NAME}"))
     if not paths:
         raise CVError(f"{results}: no */{JSON_NAME} found; expected a folder of "
                       "`python -m benchmarks.ablation` reports")
-    reports = []
+    rows, five_fold = [], []
     for path in paths:
         try:
             report = json.loads(path.read_text())
-            str(report["baseline"])
-            for variant in report["variants"][1:]:
-                variant["label"], variant["vs_baseline"]["whole_cell_dice"]["folds"]
+            for variant in report["variants"]:
+                mean = variant.get("mean") or {}
+                if len(variant.get("folds", [])) == 5 and "whole_cell_dice" in mean:
+                    five_fold.append((mean["whole_cell_dice"], mean.get("nucleus_dice"),
+                                      variant["label"], path.parent.name))
+            rows += [{"report": path.parent, "baseline": report["baseline"],
+                      "label": variant["label"], "settings": _settings(variant),
+                      "folds": variant["vs_baseline"]["whole_cell_dice"]["folds"],
+                      "differences": [_difference(variant, key) for key, _ in DIFFERENCES]}
+                     for variant in report["variants"][1:]]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise CVError(f"{path}: cannot read the ablation report ({err!r}); expected "
                           "`python -m benchmarks.ablation` output") from err
-        reports.append((path, report))
-    return reports
+    return rows, five_fold
 
 
 def _difference(variant: dict, key: str) -> str:
@@ -65,22 +72,13 @@ def _settings(variant: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in differs.items()) or "-"
 
 
-def render(reports: list[tuple[Path, dict]], out: Path) -> str:
-    rows, five_fold = [], []
-    for path, report in reports:
-        link = Path(os.path.relpath(path.parent / "ABLATION.md", out.parent))
-        name = path.parent.name
-        for variant in report["variants"]:
-            mean = variant.get("mean") or {}
-            if len(variant.get("folds", [])) == 5 and "whole_cell_dice" in mean:
-                five_fold.append((mean["whole_cell_dice"], mean.get("nucleus_dice"),
-                                  variant.get("label", "?"), name))
-        for variant in report["variants"][1:]:
-            folds = variant["vs_baseline"]["whole_cell_dice"]["folds"]
-            rows.append(f"| [{name}]({link.as_posix()}) | {report['baseline']} | "
-                        f"{variant['label']} | {_settings(variant)} | "
-                        f"{','.join(map(str, folds))} | "
-                        + " | ".join(_difference(variant, key) for key, _ in DIFFERENCES) + " |")
+def render(rows: list[dict], five_fold: list[tuple], out: Path) -> str:
+    table = []
+    for row in rows:
+        link = Path(os.path.relpath(row["report"] / "ABLATION.md", out.parent)).as_posix()
+        table.append(f"| [{row['report'].name}]({link}) | {row['baseline']} | {row['label']} | "
+                     f"{row['settings']} | {','.join(map(str, row['folds']))} | "
+                     + " | ".join(row["differences"]) + " |")
     lines = [
         "# Every ablation, one row per variant",
         "",
@@ -92,7 +90,7 @@ def render(reports: list[tuple[Path, dict]], out: Path) -> str:
         "| report | baseline | variant | settings that differ | folds | "
         + " | ".join(f"paired {title}" for _, title in DIFFERENCES) + " |",
         "|---|---|---|---|---|" + "---|" * len(DIFFERENCES),
-        *rows,
+        *table,
         "",
         f"Highest 5-fold mean whole-cell Dice of any variant or baseline ({len(five_fold)} "
         "5-fold entries; the same cross-validation can appear in several reports):",
@@ -121,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = Path(args.results).resolve()
     out = Path(args.out).resolve() if args.out else results / INDEX_NAME
     try:
-        text = render(read_reports(results), out)
+        text = render(*read_reports(results), out)
     except CVError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -67,9 +67,12 @@ def augment(image: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]
 def fold_parts(data_dir: Path, fold: int) -> dict[str, tf.data.Dataset]:
     """Dataset 1's examples as tf.data, split by image id into the project's train / val / test
     parts of ``fold`` (the same images as `unet-keras train --fold`)."""
-    examples = prepared_builder(data_dir, "dataset1").as_dataset(split="train",
-                                                                 shuffle_files=False)
-    ids = sorted(i.decode() for i in examples.map(lambda e: e["image_id"]).as_numpy_iterator())
+    builder = prepared_builder(data_dir, "dataset1")
+    examples = builder.as_dataset(split="train", shuffle_files=False)
+    # The ids alone, without decoding every image and mask for them.
+    skip = {"image": tfds.decode.SkipDecoding(), "mask": tfds.decode.SkipDecoding()}
+    ids = sorted(i.decode() for i in builder.as_dataset(split="train", decoders=skip)
+                 .map(lambda e: e["image_id"]).as_numpy_iterator())
     parts = {}
     for name, indices in fold_indices(ids, fold).items():
         wanted = tf.constant([ids[i] for i in indices])

@@ -217,7 +217,8 @@ class Segmenter:
             labels = probabilities_to_labels(probability, self.thresholds)
             instances, cells = instances_by_component(labels, image_name, has_nucleus,
                                                       instance_method, min_area, edge_cells,
-                                                      probability, self.thresholds)
+                                                      probability=probability,
+                                                      thresholds=self.thresholds)
             labels[instances == 0] = 0  # as label_cells: the mask shows the kept cells only
         else:
             labels, instances = label_cells(probability, self.thresholds, instance_method,

@@ -101,8 +101,8 @@ def test_the_readme_python_example_runs_without_keras_or_jax(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
     block = next(b for b in blocks if "Segmenter.from_onnx(pretrained_path" in b)
     image, _ = synthetic_smear(120, seed=3)
-    write_png(tmp_path / "cell.bmp.png", image)
-    code = block.replace('"cell.bmp"', repr(str(tmp_path / "cell.bmp.png"))) + textwrap.dedent("""
+    write_png(tmp_path / "cell.png", image)
+    code = block.replace('"cell.bmp"', repr(str(tmp_path / "cell.png"))) + textwrap.dedent("""
         import sys
         assert result.mask_png.dtype == np.uint8 and set(np.unique(result.mask_png)) <= {0, 128, 255}
         assert result.instances.max() == len(result.cells)
