@@ -203,6 +203,15 @@ def test_predict_writes_masks_overlays_and_cells(trained_run, tmp_path):
     assert (out / "gray_mask.png").is_file() and not (out / "broken_mask.png").exists()
     header = (out / "cells.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["image", "label", "area"] and "nc_ratio" in header
+    # images.csv: one row per written image (not the refused one), its size, its cell count as
+    # cells.csv has it, and the conversion its pixels went through.
+    cells = list(csv.DictReader((out / "cells.csv").open()))
+    images = {r["image"]: r for r in csv.DictReader((out / "images.csv").open())}
+    assert sorted(images) == ["gray.bmp", "odd.png"]
+    assert (images["odd.png"]["height"], images["odd.png"]["width"]) == ("75", "130")
+    for name, row in images.items():
+        assert int(row["cells"]) == sum(c["image"] == name for c in cells)
+    assert "grayscale" in images["gray.bmp"]["conversions"] and images["odd.png"]["conversions"] == ""
     strict = run_cli("predict", str(inputs), "--model", str(trained_run), "--out",
                      str(tmp_path / "strict"), "--strict")
     assert strict.returncode == 1 and "broken.png" in strict.stderr
@@ -221,6 +230,9 @@ def test_predict_at_another_scale(trained_run, tmp_path):
                        "--out", str(out))
         assert done.returncode == 0, done.stderr[-3000:]
         assert np.array(Image.open(out / "cells_mask.png")).shape == (70, 90)
+        (row,) = csv.DictReader((out / "images.csv").open())
+        if scale == "2":
+            assert row["scale_factor"] == "2.0" and row["colour_mapped"] in ("0", "1")
     assert "--scale auto: " in done.stdout
     # A run trained before runs recorded their cells' size.
     assert_refused_then_off(trained_run, tmp_path, image, "--scale", {"cell_diameter": 0.0})
@@ -250,6 +262,8 @@ def test_predict_in_another_stains_colours(trained_run, tmp_path):
                    "--scale", "1", "--out", str(tmp_path / "always"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "--colour always: 1 of 1 image(s) mapped" in done.stdout
+    (row,) = csv.DictReader((tmp_path / "always" / "images.csv").open())
+    assert (row["scale_factor"], row["colour_mapped"]) == ("1.0", "1")
     assert np.array(Image.open(tmp_path / "always" / "cells_mask.png")).shape == (64, 80)
     # A run trained before runs recorded their colours.
     assert_refused_then_off(trained_run, tmp_path, image, "--colour", {"colour_reference": {}})

@@ -97,7 +97,10 @@ def test_batch_predict_refuses_bad_files_and_finishes_the_good_ones(tiny_run, tm
         stem = name.split(".")[0]
         mask = np.array(Image.open(out / f"{stem}_mask.png"))
         assert mask.shape == array.shape[:2] and set(np.unique(mask)) <= {0, 128, 255}
-    assert len(visible_files(out)) == 2 * 9 + 1 and (out / "cells.csv").is_file()
+    assert len(visible_files(out)) == 2 * 9 + 2 and (out / "cells.csv").is_file()
+    images = (out / "images.csv").read_text().splitlines()
+    assert len(images) == 1 + 9 and any(line.startswith("gray.bmp,") and "grayscale" in line
+                                        for line in images)
     assert hidden_leftovers(out) == []
 
 

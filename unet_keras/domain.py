@@ -66,6 +66,12 @@ class DomainAdapter:
         """The scale factor each image so far was predicted at (empty at scale 1)."""
         return list(self.scaler.factors) if self.scaler else []
 
+    def latest(self) -> dict:
+        """What the last call did to its image: {"scale_factor": the factor it was predicted at
+        (1.0 at scale 1), "colour_mapped": whether its colours were mapped}."""
+        return {"scale_factor": self.factors[-1] if self.scaler else 1.0,
+                "colour_mapped": bool(self.mapped[-1]) if self.mapper else False}
+
     def summary(self) -> list[str]:
         """One line per adaptation in use: how many images it changed."""
         lines = []

@@ -14,6 +14,7 @@ Reliability contract (see docs/reliability.md):
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from unet_keras.dirlock import exclusive_dir
-from unet_keras.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_png
+from unet_keras.domain import DomainAdapter
+from unet_keras.image_io import (IMAGE_SUFFIXES, ImageReadError, atomic_output, read_rgb,
+                                 write_png)
 from unet_keras.postprocess import (MIN_CELL_AREA, label_cells, labels_to_png, measure_cells,
                                     overlay, write_cells_csv)
 
@@ -66,12 +69,27 @@ def exclusive_output_dir(out_dir: Path):
     return exclusive_dir(out_dir, LOCK_FILENAME, "`unet-keras predict`")
 
 
+IMAGE_COLUMNS = ["image", "height", "width", "cells", "scale_factor", "colour_mapped",
+                 "conversions"]
+
+
+def write_images_csv(rows: list[dict], path: Path) -> None:
+    """One row per segmented image (``IMAGE_COLUMNS``), atomically."""
+    with atomic_output(path, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=IMAGE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray], np.ndarray],
                   thresholds: Sequence[float], out_dir: Path, strict: bool = False,
                   instance_method: str = "watershed", lock: bool = True,
                   min_cell_area: int = MIN_CELL_AREA, edge_cells: str = "keep"
                   ) -> PredictSummary:
-    """Segment each file and write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``cells.csv``.
+    """Segment each file and write ``<stem>_mask.png``, ``<stem>_overlay.png``, ``cells.csv``
+    (one row per cell) and ``images.csv`` (one row per image: its size, its cell count, and what
+    was done to it before the model: the scale factor and colour mapping of a
+    ``domain.DomainAdapter`` given as ``probability_fn``, and any conversion of its pixels).
 
     Unreadable files are recorded in the summary and skipped (or, with ``strict``, re-raised).
     Every file is written under a temporary name and renamed, so readers never see a partial file.
@@ -93,6 +111,7 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
                                  edge_cells=edge_cells)
     summary = PredictSummary()
     rows: list[dict] = []
+    images: list[dict] = []
     stems: dict[str, Path] = {}
     for path in inputs:
         if path.stem in stems:
@@ -120,9 +139,16 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
                               probability=prob, thresholds=thresholds)
         rows.extend(cells)
         summary.n_cells += len(cells)
+        adapted = (probability_fn.latest() if isinstance(probability_fn, DomainAdapter)
+                   else {"scale_factor": 1.0, "colour_mapped": False})
+        images.append({"image": path.name, "height": image.shape[0], "width": image.shape[1],
+                       "cells": len(cells), "scale_factor": round(adapted["scale_factor"], 4),
+                       "colour_mapped": int(adapted["colour_mapped"]),
+                       "conversions": "; ".join(notes)})
         write_png(out_dir / f"{path.stem}_mask.png", labels_to_png(labels, prob.shape[-1]))
         write_png(out_dir / f"{path.stem}_overlay.png", overlay(image, labels, instances=instances))
         summary.written.append(str(path))
     if summary.written:
         write_cells_csv(rows, out_dir / "cells.csv")
+        write_images_csv(images, out_dir / "images.csv")
     return summary
