@@ -8,7 +8,6 @@ relative to the annotated value. ``unet-keras evaluate`` and ``benchmarks.cell_m
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +17,7 @@ from scipy.stats import spearmanr
 from skimage.measure import label as connected_components
 
 from unet_keras.confidence import CONFIDENCE_COLUMNS
-from unet_keras.image_io import atomic_output
+from unet_keras.image_io import atomic_write_csv
 from unet_keras.metrics import iou_matrix
 from unet_keras.postprocess import measure_cells
 
@@ -194,12 +193,9 @@ def write_pairs_csv(pairs: Sequence[dict], path: Path) -> None:
     sides = ("annotated", "predicted")
     fields = ["image_id", "iou", "nucleus_dice"] + [f"{s}_{k}" for k in keys for s in sides]
     fields += [f"predicted_{k}" for k in CONFIDENCE_COLUMNS]
-    with atomic_output(path, "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for pair in pairs:
-            writer.writerow({"image_id": pair["image_id"], "iou": round(pair["iou"], 4),
-                             "nucleus_dice": round(pair["nucleus_dice"], 4),
-                             **{f"{s}_{k}": pair[s][k] for k in keys for s in sides},
-                             **{f"predicted_{k}": pair["predicted"].get(k, math.nan)
-                                for k in CONFIDENCE_COLUMNS}})
+    atomic_write_csv(path, fields, (
+        {"image_id": pair["image_id"], "iou": round(pair["iou"], 4),
+         "nucleus_dice": round(pair["nucleus_dice"], 4),
+         **{f"{s}_{k}": pair[s][k] for k in keys for s in sides},
+         **{f"predicted_{k}": pair["predicted"].get(k, math.nan) for k in CONFIDENCE_COLUMNS}}
+        for pair in pairs))

@@ -22,7 +22,6 @@ keeps neither the data order, the augmentation RNG nor the callbacks' state.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 import zipfile
@@ -32,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from unet_keras.image_io import atomic_output, atomic_path
+from unet_keras.image_io import atomic_output, atomic_path, atomic_write_csv
 
 CHECKPOINT_FILENAME = "checkpoint.npz"
 HISTORY_FILENAME = "history.csv"
@@ -107,10 +106,7 @@ def save_model(model: keras.Model, path: Path) -> None:
 def write_history(rows: list[dict], path: Path) -> None:
     """Per-epoch logs as CSV (the columns of Keras' CSVLogger), replaced whole each epoch."""
     fields = ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"})
-    with atomic_output(path, "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_csv(path, fields, rows)
 
 
 def restore(model: keras.Model, checkpoint: Checkpoint, run: Path,

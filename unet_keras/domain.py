@@ -69,8 +69,8 @@ class DomainAdapter:
     def latest(self) -> dict:
         """What the last call did to its image: {"scale_factor": the factor it was predicted at
         (1.0 at scale 1), "colour_mapped": whether its colours were mapped}."""
-        return {"scale_factor": self.factors[-1] if self.scaler else 1.0,
-                "colour_mapped": bool(self.mapped[-1]) if self.mapper else False}
+        return {"scale_factor": self.scaler.factors[-1] if self.scaler else 1.0,
+                "colour_mapped": bool(self.mapper.normalised[-1]) if self.mapper else False}
 
     def summary(self) -> list[str]:
         """One line per adaptation in use: how many images it changed."""

@@ -8,13 +8,14 @@ file or array and what would be accepted; no other exception type escapes ``read
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import logging
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -246,6 +247,20 @@ def _naming(err: OSError, path: Path) -> OSError:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_output(path, "w") as handle:
         handle.write(text)
+
+
+def atomic_write_csv(path: str | Path, fields: Sequence[str], rows: Iterable[dict]) -> None:
+    """Write dict rows as CSV with a header of ``fields``, atomically.
+
+    Raises:
+        ValueError: a row has a key outside ``fields``.
+    """
+    with atomic_output(path, "w") as handle:
+        # The temporary file is opened in text mode without newline=""; a "\n" terminator lets
+        # that mode write the platform's line ending instead of doubling csv's "\r\n" on Windows.
+        writer = csv.DictWriter(handle, fieldnames=list(fields), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_png(path: str | Path, array: np.ndarray) -> None:

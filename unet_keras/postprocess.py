@@ -8,7 +8,6 @@ Numpy, scipy and scikit-image only: the keras-free deployment runtime imports th
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +20,7 @@ from skimage.segmentation import find_boundaries
 
 from unet_keras.config import EDGE_CELLS, MIN_CELL_AREA
 from unet_keras.confidence import CONFIDENCE_COLUMNS, cell_confidences
-from unet_keras.image_io import atomic_output
+from unet_keras.image_io import atomic_write_csv
 from unet_keras.separation import as_mask, separate_instances
 
 # Grey values of the dataset's mask PNGs for background, cytoplasm and nucleus.
@@ -315,9 +314,4 @@ def write_cells_csv(rows: list[dict], path: str | Path) -> None:
     Raises:
         ValueError: a row has a key outside ``CELL_COLUMNS``.
     """
-    with atomic_output(path, "w") as handle:
-        # The temporary file is opened in text mode without newline=""; a "\n" terminator lets
-        # that mode write the platform's line ending instead of doubling csv's "\r\n" on Windows.
-        writer = csv.DictWriter(handle, fieldnames=CELL_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_csv(path, CELL_COLUMNS, rows)

@@ -14,7 +14,6 @@ Reliability contract (see docs/reliability.md):
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 from unet_keras.dirlock import exclusive_dir
 from unet_keras.domain import DomainAdapter
-from unet_keras.image_io import (IMAGE_SUFFIXES, ImageReadError, atomic_output, read_rgb,
+from unet_keras.image_io import (IMAGE_SUFFIXES, ImageReadError, atomic_write_csv, read_rgb,
                                  write_png)
 from unet_keras.postprocess import (MIN_CELL_AREA, label_cells, labels_to_png, measure_cells,
                                     overlay, write_cells_csv)
@@ -69,16 +68,9 @@ def exclusive_output_dir(out_dir: Path):
     return exclusive_dir(out_dir, LOCK_FILENAME, "`unet-keras predict`")
 
 
+# images.csv: one row per segmented image.
 IMAGE_COLUMNS = ["image", "height", "width", "cells", "scale_factor", "colour_mapped",
                  "conversions"]
-
-
-def write_images_csv(rows: list[dict], path: Path) -> None:
-    """One row per segmented image (``IMAGE_COLUMNS``), atomically."""
-    with atomic_output(path, "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=IMAGE_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray], np.ndarray],
@@ -150,5 +142,5 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
         summary.written.append(str(path))
     if summary.written:
         write_cells_csv(rows, out_dir / "cells.csv")
-        write_images_csv(images, out_dir / "images.csv")
+        atomic_write_csv(out_dir / "images.csv", IMAGE_COLUMNS, images)
     return summary
