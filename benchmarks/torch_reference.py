@@ -55,7 +55,8 @@ from unet_keras.data.pipeline import TrainingBatches
 from unet_keras.evaluate import score_probabilities, write_json
 from unet_keras.image_io import atomic_output, atomic_write_text
 from unet_keras.inference import predict_probabilities
-from unet_keras.train import machine, partial_dir, retune_model, tune_and_score, versions
+from unet_keras.run_dir import partial_dir
+from unet_keras.train import machine, retune_model, tune_and_score, versions
 
 log = logging.getLogger("benchmarks.torch_reference")
 

@@ -43,8 +43,8 @@ def resolve_model(path: str) -> tuple[Path, UNetConfig]:
 
 def cmd_train(args) -> int:
     from unet_keras.data.loading import load_fold
-    from unet_keras.train import (check_devices, check_new_run, partial_dir, resumable, run_name,
-                                  train)
+    from unet_keras.run_dir import check_new_run, partial_dir, resumable, run_name
+    from unet_keras.train import check_devices, train
 
     if args.resume:
         given = [f"--{dest.replace('_', '-')}" for dest in RECIPE_FLAGS

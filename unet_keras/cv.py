@@ -182,7 +182,7 @@ def aggregate(out: str | Path) -> dict:
 def check_folds(out: Path, folds: Sequence[int], config: UNetConfig) -> None:
     """Before any training: complete folds must be readable and of this recipe, interrupted
     ones resumable with it, and nothing else may sit in a fold's place."""
-    from unet_keras.train import partial_dir, resumable
+    from unet_keras.run_dir import partial_dir, resumable
 
     wanted = recipe(config)
     for fold in folds:
@@ -214,7 +214,8 @@ def run_cv(config: UNetConfig, out: str | Path, folds: Sequence[int],
         CVError, DeviceError, RunDirError, DataError, ...: before training where it can be known.
     """
     from unet_keras.data.loading import load_all, split_examples
-    from unet_keras.train import check_devices, partial_dir, train
+    from unet_keras.run_dir import partial_dir
+    from unet_keras.train import check_devices, train
 
     out = Path(out)
     if config.all_data:

@@ -28,7 +28,6 @@ from unet_keras.checkpoint import (CHECKPOINT_FILENAME, MODEL_FILENAME, EpochChe
 from unet_keras.config import CONFIG_FILENAME, UNetConfig
 from unet_keras.data.loading import FoldData
 from unet_keras.data.pipeline import TrainingBatches
-from unet_keras.dirlock import exclusive_dir
 from unet_keras.distribution import (DeviceError, EvenBatches, check_devices,  # noqa: F401
                                      data_parallel)  # DeviceError: re-exported
 from unet_keras.evaluate import (edge_convention, score_config, tune_postprocessing,
@@ -39,20 +38,17 @@ from unet_keras.losses import BCEDiceLoss
 from unet_keras.model import build_training_model, load_model, recompute_batch_norm
 from unet_keras.colour import fit_reference
 from unet_keras.rescale import training_cell_diameter
+from unet_keras.run_dir import (LOCK_FILENAME, RUN_FILENAME, RunDirError, check_new_run,
+                                 check_same_data, partial_dir, resumable, run_lock, run_name,
+                                 split_ids)
 
 log = logging.getLogger(__name__)
 
-RUN_FILENAME = "run.json"
-LOCK_FILENAME = ".unet-keras-train.lock"
 # Batch-norm statistics are measured over this many passes of augmented training crops (432
 # crops for Dataset 1's 216 training images), drawn from their own seed so that the training
 # batches, and so the weights, are the same either way.
 BATCH_NORM_PASSES = 2
 BATCH_NORM_SEED = 1_000_003
-
-
-class RunDirError(ValueError):
-    """An output directory that cannot be used, or a run that cannot be resumed."""
 
 
 class TrainingDiverged(FloatingPointError):
@@ -102,61 +98,6 @@ def compile_model(model: keras.Model, config: UNetConfig, steps_per_epoch: int) 
     )
 
 
-def partial_dir(out: str | Path) -> Path:
-    """Where a run named ``out`` lives until it is complete."""
-    out = Path(out)
-    return out.with_name(out.name + ".partial")
-
-
-def run_name(path: str | Path) -> Path:
-    """``runs/NAME`` for either ``runs/NAME`` or ``runs/NAME.partial``."""
-    path = Path(path)
-    return path.with_name(path.name[:-len(".partial")]) if path.name.endswith(".partial") else path
-
-
-def resumable(out: str | Path) -> tuple[UNetConfig, dict, int]:
-    """The recipe, data arguments and completed epochs of the interrupted run ``out``.
-
-    Raises:
-        RunDirError: ``out`` is complete, or has no ``.partial`` directory with a config.
-        CheckpointError, ConfigError: unreadable files (named in the message).
-    """
-    out = run_name(out)
-    partial = partial_dir(out)
-    if out.exists():
-        raise RunDirError(f"{out}: this run is complete; nothing to resume")
-    if not (partial / CONFIG_FILENAME).is_file() or not (partial / RUN_FILENAME).is_file():
-        raise RunDirError(f"{partial}: no interrupted run to resume; expected a directory with "
-                          f"{CONFIG_FILENAME} and {RUN_FILENAME} left by `unet-keras train`")
-    config = UNetConfig.load(partial / CONFIG_FILENAME)
-    run_info = json.loads((partial / RUN_FILENAME).read_text())
-    done = 0
-    if (partial / CHECKPOINT_FILENAME).is_file():
-        done = read_checkpoint(partial / CHECKPOINT_FILENAME, state_only=True).state["epochs_done"]
-    return config, run_info.get("data_args", {}), done
-
-
-def check_new_run(out: str | Path) -> None:
-    """Refuse to start a run named ``out`` before any work is done.
-
-    Raises:
-        RunDirError: ``out`` exists, or ``out.partial`` holds an interrupted run.
-        OutputBusyError: ``out.partial`` is being written by a running ``unet-keras train``.
-    """
-    out = run_name(out)
-    partial = partial_dir(out)
-    if out.exists():
-        raise RunDirError(f"{out}: output directory already exists; choose another --out")
-    if partial.exists():
-        with _run_lock(partial):
-            pass
-        raise RunDirError(f"{partial}: holds an interrupted run; continue it with "
-                          f"`unet-keras train --resume {out}`, or delete it to start afresh")
-
-
-def _run_lock(partial: Path):
-    return exclusive_dir(partial, LOCK_FILENAME, "`unet-keras train`")
-
 
 def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | str = "auto",
           resume: bool = False, data_args: dict | None = None, devices: int = 1) -> dict:
@@ -182,15 +123,15 @@ def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | st
     if not data.train or not data.val:
         raise RunDirError("training needs non-empty train and validation parts")
     check_devices(devices, config.batch_size)
-    splits = _split_ids(data)
+    splits = split_ids(data)
     if resume:
         resumable(out)
     else:
         check_new_run(out)
         partial.mkdir(parents=True)
-    with _run_lock(partial):
+    with run_lock(partial):
         if resume:
-            _check_same_data(partial, splits)
+            check_same_data(partial, splits)
             for stale in partial.glob(".*.tmp*"):  # temporaries of a write the kill interrupted
                 stale.unlink()
         else:
@@ -208,18 +149,6 @@ def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | st
     (out / CHECKPOINT_FILENAME).unlink()  # resume state only; after the rename, never before
     return metrics
 
-
-def _split_ids(data: FoldData) -> dict[str, list]:
-    return {name: [e["image_id"] for e in getattr(data, name)] for name in ("train", "val", "test")}
-
-
-def _check_same_data(partial: Path, splits: dict) -> None:
-    started = json.loads((partial / RUN_FILENAME).read_text()).get("splits")
-    for name, ids in splits.items():
-        if started is not None and started.get(name) != ids:
-            raise RunDirError(
-                f"{partial}: the {name} images differ from those the run started with "
-                f"({len(started.get(name, []))} then, {len(ids)} now); resume with the same data")
 
 
 def _train_into(config: UNetConfig, data: FoldData, run: Path, verbose, resume: bool,
@@ -340,7 +269,7 @@ def retune(run: str | Path, data: FoldData, recompute_stats: bool = False) -> di
     if not (run / MODEL_FILENAME).is_file() or not config_path.is_file() or not metrics_path.is_file():
         raise RunDirError(f"{run}: expected a finished run directory (model.keras, "
                           f"{CONFIG_FILENAME}, metrics.json)")
-    _check_same_data(run, _split_ids(data))
+    check_same_data(run, split_ids(data))
     model, config = load_model(run / MODEL_FILENAME), UNetConfig.load(config_path)
     if recompute_stats:
         recompute_statistics(model, config, data, run)
