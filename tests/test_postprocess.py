@@ -370,3 +370,16 @@ def test_edge_parts_leave_out_cut_cells_only_beside_a_cell_clear_of_the_edge(ext
     mask = cut | _disks((64, 64), extra) if extra else cut
     drop = edge_parts(mask, min_size=30)
     np.testing.assert_array_equal(drop, cut if dropped else np.zeros_like(cut))
+
+
+def test_a_speck_clear_of_the_edge_does_not_replace_the_only_cell_cut_by_it():
+    # A 900 px cell cut by the corner and a 36 px speck (4 % of it, over min_cell_area 30):
+    # the cut cell is the image's cell, the speck goes.
+    prob = np.zeros((60, 60, 1), np.float32)
+    prob[0:30, 0:30, 0] = 1.0
+    prob[45:51, 45:51, 0] = 1.0
+    for method in ("components", "watershed"):
+        _, instances = label_cells(prob, (0.5,), method, min_cell_area=30, edge_cells="drop")
+        expected = np.zeros((60, 60), bool)
+        expected[0:30, 0:30] = True
+        np.testing.assert_array_equal(instances > 0, expected)

@@ -230,3 +230,24 @@ def test_count_errors_components_vs_watershed():
 def test_the_doc_table_is_what_the_report_prints():
     table = report.markdown_table(report.count_errors())
     assert table in (REPO / "docs" / "touching_cells.md").read_text()
+
+
+def test_watershed_keeps_pixels_joined_to_a_cell_only_at_a_corner():
+    # Cells are 8-connected, as "components" says, so the watershed floods across corners too:
+    # a pixel and a 5x5 block that meet a cell (seeded by its nucleus) only at a corner are
+    # part of it, not left over as objects of their own.
+    cell = np.zeros((30, 30), bool)
+    cell[1:11, 1:11] = True
+    cell[11:16, 11:16] = True
+    cell[0, 11] = True
+    nucleus = np.zeros_like(cell)
+    nucleus[4:7, 4:7] = True
+    instances = separate_instances(cell, nucleus, min_size=30)
+    assert instances.max() == 1
+    np.testing.assert_array_equal(instances > 0, cell)
+    # Without a nucleus the block, whose distance peak rises h above the corner, is a cell of
+    # its own (dropped under min_size), but the lone pixel still joins its neighbour.
+    single = np.zeros((12, 12), bool)
+    single[1:8, 1:8] = True
+    single[8, 8] = True
+    np.testing.assert_array_equal(separate_instances(single, None, min_size=30) > 0, single)

@@ -150,15 +150,20 @@ def edge_parts(cell_mask: np.ndarray, min_size: int = MIN_CELL_AREA, h: float = 
     the centred cell, so each connected component that reaches the edge is first split where
     the ``h``-maxima watershed of its distance transform finds a neck (``separate_instances``
     without nuclei), and the parts that reach the edge are the ones returned. Parts under
-    ``min_size`` pixels do not count as cells. When no part of ``min_size`` pixels or more is
-    clear of the edge, nothing is returned: an image whose only cell is cut off keeps it.
+    ``min_size`` pixels do not count as cells, nor do specks (under ``SPECK_FRACTION`` of the
+    largest object, which ``label_cells`` removes next). When no part of that size is clear of
+    the edge, nothing is returned: an image whose only cell is cut off keeps it.
 
     Returns:
         boolean (H, W), True on the pixels to leave out.
     """
     cell = as_mask(cell_mask, "cell_mask")
     height, width = cell.shape
-    components, _ = ndi.label(cell, structure=EIGHT_CONNECTED)
+    components, count = ndi.label(cell, structure=EIGHT_CONNECTED)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    # A speck clear of the edge is no cell to keep in place of a cut one: the speck rule would
+    # then find the speck the largest object left, and keep it.
+    cell_size = max(min_size, SPECK_FRACTION * sizes.max()) if count else min_size
     drop = np.zeros_like(cell)
     clear = False
     for index, box in enumerate(ndi.find_objects(components), start=1):
@@ -168,13 +173,15 @@ def edge_parts(cell_mask: np.ndarray, min_size: int = MIN_CELL_AREA, h: float = 
         sides = {"top": box[0].start == 0, "bottom": box[0].stop == height,
                  "left": box[1].start == 0, "right": box[1].stop == width}
         if not any(sides.values()):
-            clear = clear or np.count_nonzero(mask) >= min_size
+            clear = clear or sizes[index - 1] >= cell_size
             continue
         parts = separate_instances(mask, None, "watershed", min_size, h=h)
         rims = {"top": parts[0], "bottom": parts[-1], "left": parts[:, 0], "right": parts[:, -1]}
         cut = np.unique(np.concatenate([rims[side] for side, on in sides.items() if on]))
         cut = cut[cut > 0]
-        clear = clear or int(parts.max()) > len(cut)
+        part_sizes = np.bincount(parts.ravel())
+        part_sizes[np.r_[0, cut]] = 0
+        clear = clear or bool((part_sizes >= cell_size).any())
         drop[box] |= np.isin(parts, cut)
     return drop if clear else np.zeros_like(cell)
 

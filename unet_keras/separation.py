@@ -119,9 +119,22 @@ def _watershed(cell: np.ndarray, nucleus: np.ndarray | None, h: float, gap_px: i
     instances = watershed(-distance, markers, mask=cell)
     if nucleus is not None and math.isfinite(wide_cut_ratio):
         instances = _join_wide_cuts(instances, wide_cut_ratio)
-    # Components too thin to hold a maximum of height h get no marker; keep them whole.
+    return _claim_left_over(cell, instances)
+
+
+def _claim_left_over(cell: np.ndarray, instances: np.ndarray) -> np.ndarray:
+    """The cell pixels the watershed left unlabelled, labelled: its flooding goes through sides
+    only, so pieces joined to a cell at a corner (cells are 8-connected) are that cell's; the
+    others, components too thin to hold a maximum of height h, are cells of their own."""
     left = connected_components(cell & (instances == 0), connectivity=2)
-    instances[left > 0] = left[left > 0] + instances.max()
+    count = int(left.max())
+    if not count:
+        return instances
+    neighbour = ndi.grey_dilation(instances, footprint=np.ones((3, 3), bool))
+    owner = np.asarray(ndi.maximum(neighbour, left, np.arange(1, count + 1)), dtype=instances.dtype)
+    alone = owner == 0
+    owner[alone] = instances.max() + np.arange(1, int(alone.sum()) + 1)
+    instances[left > 0] = owner[left[left > 0] - 1]
     return instances
 
 
