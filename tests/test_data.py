@@ -230,3 +230,17 @@ def test_two_processes_preparing_one_cache_both_load(tmp_path):
     for proc, (out, err) in zip(procs, results):
         assert proc.returncode == 0, err[-2000:]
         assert out.strip().splitlines()[-1] == "6"
+
+
+def test_dataset2_without_data_is_refused_not_replaced_by_the_synthetic_set(monkeypatch):
+    """The synthetic set imitates Dataset 1's crops; asked for Dataset 2 with no data found,
+    loading says where the data should be instead of scoring generated images."""
+    from unet_keras.config import UNetConfig
+    from unet_keras.data import loading
+
+    monkeypatch.setattr(loading, "default_data_dir", lambda: None)
+    with pytest.raises(DataError, match=r"dataset2: no data directory found; expected --data-dir "
+                                        r"\(or \$WBC_DATA_DIR\) naming the folder that holds "
+                                        r"'Dataset 2/'"):
+        loading.load_all(UNetConfig(dataset="dataset2"))
+    assert loading.load_all(UNetConfig(dataset="dataset1"))[2]  # Dataset 1: the synthetic set

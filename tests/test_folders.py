@@ -79,3 +79,33 @@ def test_whole_cell_masks_score_the_cell_alone_and_alike(tmp_path):
     assert rows[0]["nucleus_dice"] == 1.0 and "nucleus_dice" not in rows[1]
     assert rows[1] == {k: v for k, v in rows[0].items() if not k.startswith("nucleus")}
     assert summary["nucleus_dice"] == 1.0 and summary["n_images"] == 2
+
+
+def test_label_map_masks_read_as_whole_cells_keep_their_cytoplasm(tmp_path):
+    # 0/1/2 labels: the cell is every labelled pixel, not those above half the largest label.
+    folder = write_folder(tmp_path / "mine", [np.minimum(grey_mask() // 127, 2).astype(np.uint8)])
+    mask = read_example(folder / "cell_0.png", folder / "cell_0_mask.png", "cell")["mask"]
+    assert mask.sum() == 32 * 32 and mask[CELL].all()
+
+
+def test_the_publications_own_folder_reads_with_masks_beside_the_images(tmp_path):
+    """001.bmp beside its mask 001.png, as in the Zheng et al. folders: the PNG is the mask."""
+    folder = tmp_path / "Dataset 2"
+    folder.mkdir()
+    for stem in ("001", "002"):
+        Image.fromarray(np.full((48, 48, 3), 200, np.uint8)).save(folder / f"{stem}.bmp")
+        Image.fromarray(grey_mask()).save(folder / f"{stem}.png")
+    examples = load_folder(folder)
+    assert [e["image_id"] for e in examples] == ["001", "002"]
+    assert all(e["image"].shape == (48, 48, 3) and e["mask"].max() == 2 for e in examples)
+    # With the masks copied to a folder of their own, the PNGs beside the images are ambiguous.
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for stem in ("001", "002"):
+        Image.fromarray(grey_mask()).save(masks / f"{stem}.png")
+    with pytest.raises(DataError, match=r"001\.png: a second image for '001' \(also 001\.bmp\)"):
+        load_folder(folder, masks)
+    (folder / "002.png").unlink()
+    with pytest.raises(DataError, match=r"002\.bmp: no mask; expected .*002_mask\.png \(or "
+                                        r"002\.png beside a non-PNG image\)"):
+        load_folder(folder)

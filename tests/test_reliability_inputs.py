@@ -242,3 +242,38 @@ def test_anti_aliased_mask_edges_are_accepted(tmp_path):
     write_dataset(tmp_path, n=2, size=60, folder="Dataset 2", grey_edges=True)
     assert len(scan_pairs(tmp_path, "dataset2")) == 2
     assert [e["mask"].max() for e in iter_examples(tmp_path, "dataset2")] == [2, 2]
+
+
+def test_integer_images_keep_their_brightness_at_their_bit_depth():
+    from unet_keras.image_io import to_uint8_rgb
+
+    rgb = np.random.default_rng(4).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    rgb[0, 0] = 255
+    kept, notes = to_uint8_rgb(rgb.astype(np.uint16))  # 8-bit values in a 16-bit container
+    np.testing.assert_array_equal(kept, rgb)
+    assert notes == []
+    twelve, notes = to_uint8_rgb(rgb.astype(np.uint16) * 16)  # a 12-bit camera: 0..4080
+    assert np.abs(twelve.astype(int) - rgb).max() <= 1
+    assert notes == ["rescaled 12-bit (0..4095) integer image to 8 bits"]
+
+
+def test_float_images_overshooting_one_a_little_stay_0_to_1_images():
+    from unet_keras.image_io import to_uint8_rgb
+
+    rgb = np.random.default_rng(5).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    floats = rgb / 255.0
+    floats[0, 0] = 1.02  # resampling overshoot
+    out, notes = to_uint8_rgb(floats)
+    np.testing.assert_array_equal(out[1:], rgb[1:])
+    assert notes == ["converted float image (range 0..1) to 8 bits",
+                     "clipped 3 value(s) outside 0..1"]
+
+
+def test_grey_and_alpha_masks_read_as_their_grey_channel(tmp_path):
+    from unet_keras.image_io import read_gray
+
+    grey = np.zeros((6, 6), np.uint8)
+    grey[1:5, 1:5], grey[2:4, 2:4] = 128, 255
+    Image.fromarray(np.stack([grey, np.full_like(grey, 255)], axis=-1), mode="LA").save(
+        tmp_path / "mask.png")
+    np.testing.assert_array_equal(read_gray(tmp_path / "mask.png"), grey)

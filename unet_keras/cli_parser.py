@@ -185,7 +185,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--image-dir", help="score your own folder of images instead, each with a "
                                        "mask of the same stem (grey 0/128/255 or labels 0/1/2)")
     p.add_argument("--mask-dir", help="the masks' folder (default: --image-dir, masks named "
-                                      "STEM_mask)")
+                                      "STEM_mask, or STEM.png beside a non-PNG image)")
     p.add_argument("--masks", choices=MASK_KINDS,
                    help="what --image-dir's masks hold: cell-nucleus (the default: grey "
                         "0/128/255 or labels 0/1/2) or cell (whole cells only, 0/255 or 0/1; "

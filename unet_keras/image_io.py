@@ -66,7 +66,8 @@ def read_gray(path: str | Path) -> np.ndarray:
     path = Path(path)
     array, _ = _decode(path)
     if array.ndim == 3:
-        if array.shape[2] in (3, 4) and np.all(array[..., :3] == array[..., :1]):
+        grey = array.shape[2] in (3, 4) and np.all(array[..., :3] == array[..., :1])
+        if grey or array.shape[2] == 2:  # RGB(A) with equal channels, or grey + alpha
             array = array[..., 0]
         else:
             raise ImageReadError(
@@ -119,12 +120,29 @@ def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
     return array, notes
 
 
+# Float images up to this maximum are 0..1 images (resampling overshoots 1 a little).
+FLOAT_OVERSHOOT = 1.5
+# Camera bit depths, for integer images brighter than 8 bits.
+BIT_DEPTHS = (10, 12, 14, 16)
+
+
+def bit_depth(high: int) -> int:
+    """The smallest of ``BIT_DEPTHS`` (or, beyond 16, the exact count) whose range holds
+    ``high``."""
+    bits = max(int(high).bit_length(), 1)
+    return next((depth for depth in BIT_DEPTHS if bits <= depth), bits)
+
+
 def to_uint8_rgb(array: np.ndarray, source: str | None = None) -> tuple[np.ndarray, list[str]]:
     """Convert a decoded image array to uint8 RGB, describing every conversion made.
 
     Accepted: (H, W) or (H, W, 1|2|3|4) of bool, integer or finite float values. Integers up
-    to 255 are kept, larger ones are read as 16-bit (0..65535); floats are read as 0..1 when
-    their maximum is <= 1, else as 0..255; values outside the range are clipped.
+    to 255 are kept, whatever their dtype; larger ones are read at the smallest camera bit depth
+    that holds their maximum (10, 12, 14 or 16 bits, or more: 0..2**bits - 1), so 12-bit data in
+    a 16-bit container keep their brightness. Floats are read as 0..1 when their maximum is at
+    most ``FLOAT_OVERSHOOT`` (interpolation overshoots 1 a little), as 0..255 up to 255 times
+    that, by the integer rule beyond (by their maximum past 32 bits). Values outside the range
+    are clipped, and counted in a note.
 
     Raises:
         ImageReadError: other ranks, channel counts or dtypes, empty arrays, NaN or Inf.
@@ -146,19 +164,27 @@ def to_uint8_rgb(array: np.ndarray, source: str | None = None) -> tuple[np.ndarr
         pass
     elif np.issubdtype(array.dtype, np.integer):
         low, high = int(array.min()), int(array.max())
-        if array.dtype == np.uint16 or high > 255:
-            array = np.round(np.clip(array, 0, 65535).astype(np.float64) * (255.0 / 65535.0))
-            notes.append("rescaled 16-bit (0..65535) integer image to 8 bits")
-        elif low < 0:
+        if high > 255:
+            bits = bit_depth(high)
+            top = 2**bits - 1
+            array = np.round(np.clip(array.astype(np.float64), 0, top) * (255.0 / top))
+            notes.append(f"rescaled {bits}-bit (0..{top}) integer image to 8 bits")
+        if low < 0:
             notes.append(f"clipped negative values (min {low}) of a {array.dtype} image to 0")
         array = np.clip(array, 0, 255).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)):
             raise ImageReadError(f"{source}: float image contains NaN or Inf values; "
                                  "expected finite values in 0..1 or 0..255")
-        top = 1.0 if array.max() <= 1.0 else 255.0
-        array = np.clip(np.round(array.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+        values = array.astype(np.float64)
+        peak = float(values.max())
+        top = (1.0 if peak <= FLOAT_OVERSHOOT else 255.0 if peak <= 255.0 * FLOAT_OVERSHOOT
+               else float(2**bit_depth(int(np.ceil(peak))) - 1) if peak < 2.0**32 else peak)
+        outside = int(np.count_nonzero((values < 0) | (values > top)))
+        array = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
         notes.append(f"converted float image (range 0..{top:g}) to 8 bits")
+        if outside:
+            notes.append(f"clipped {outside} value(s) outside 0..{top:g}")
     else:
         raise ImageReadError(f"{source}: unsupported dtype {array.dtype}; "
                              "expected bool, integer or float")

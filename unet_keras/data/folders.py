@@ -1,7 +1,9 @@
 """A user's own folder of images and masks, paired by file stem, read as dataset examples.
 
 Pairs are matched by stem: IMAGES/cell_07.jpg goes with MASKS/cell_07.png (or
-MASKS/cell_07_mask.png, the only form accepted when masks and images share a folder). A mask
+MASKS/cell_07_mask.png). When masks and images share a folder, a mask is STEM_mask.*, or, as in
+the Zheng et al. folders themselves (001.bmp beside its mask 001.png), STEM.png beside an image
+STEM of another format. A mask
 holds grey 0 (background), 128 (cytoplasm) and 255 (nucleus), like the Zheng et al. data, or
 class indices 0/1/2 (kind "cell-nucleus"); or, from a laboratory that drew whole cells only,
 background 0 and cell 255 or 1 (kind "cell": nucleus not scored). ``unet-keras
@@ -27,7 +29,8 @@ def find_pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
     """(image, mask) paths matched by stem, in image-name order.
 
     Raises:
-        DataError: an image without a mask (named), a stem with two masks, or a missing folder.
+        DataError: an image without a mask (named), a stem with two masks or two images, or a
+            missing folder.
     """
     if not masks.is_dir():
         raise DataError(f"{masks}: mask folder not found")
@@ -38,19 +41,42 @@ def find_pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
             continue
         named_mask = path.stem.endswith(MASK_SUFFIX)
         if same_folder and not named_mask:
-            continue  # an image, not a mask
+            continue  # an image, or a mask beside its image (below)
         stem = path.stem[:-len(MASK_SUFFIX)] if named_mask else path.stem
         if stem in by_stem:
             raise DataError(f"{path}: a second mask for {stem!r} (also {by_stem[stem].name}); "
                             "expected one mask per image")
         by_stem[stem] = path
-    pairs = []
-    for image in collect_inputs([images]):
+    inputs = collect_inputs([images])
+    if same_folder:
+        inputs = _masks_beside_images(inputs, by_stem)
+    pairs, seen = [], {}
+    for image in inputs:
+        if image.stem in seen:
+            raise DataError(
+                f"{image}: a second image for {image.stem!r} (also {seen[image.stem].name}); "
+                f"expected one image per stem in {images}"
+                + ("" if same_folder else " (masks kept beside the images: give --mask-dir the "
+                                          "image folder itself, or leave it out)"))
+        seen[image.stem] = image
         if image.stem not in by_stem:
-            raise DataError(f"{image}: no mask; expected {masks / image.stem}.png (or "
-                            f"{image.stem}{MASK_SUFFIX}.png) in {masks}, {EXPECTED_MASK}")
+            expected = (f"{masks / image.stem}{MASK_SUFFIX}.png (or {image.stem}.png beside a "
+                        "non-PNG image)" if same_folder
+                        else f"{masks / image.stem}.png (or {image.stem}{MASK_SUFFIX}.png)")
+            raise DataError(f"{image}: no mask; expected {expected} in {masks}, {EXPECTED_MASK}")
         pairs.append((image, by_stem[image.stem]))
     return pairs
+
+
+def _masks_beside_images(files: list[Path], by_stem: dict[str, Path]) -> list[Path]:
+    """The images among one folder's ``files``: a PNG beside an image of its stem in another
+    format, and without a ``STEM_mask`` file, is that image's mask (added to ``by_stem``)."""
+    other_formats = {f.stem for f in files if f.suffix.lower() != ".png"}
+    for f in files:
+        if f.suffix.lower() == ".png" and f.stem in other_formats and f.stem not in by_stem:
+            by_stem[f.stem] = f
+    masks = set(by_stem.values())
+    return [f for f in files if f not in masks]
 
 
 def read_example(image_path: Path, mask_path: Path, kind: str = "cell-nucleus") -> dict:
@@ -72,8 +98,10 @@ def read_example(image_path: Path, mask_path: Path, kind: str = "cell-nucleus") 
             image, labels = read_pair(Pair(image_path.stem, image_path, mask_path))
         else:
             image, _ = read_rgb(image_path)
-            labels = ((mask.astype(np.int64) * 2 > int(mask.max())) if kind == "cell"
-                      else mask).astype(np.uint8)
+            # Whole cells: every labelled pixel of a 0/1(/2) label map; above half the largest
+            # value of a grey mask (0/255, anti-aliased edges).
+            cell = mask > 0 if mask.max() <= 2 else mask.astype(np.int64) * 2 > int(mask.max())
+            labels = (cell if kind == "cell" else mask).astype(np.uint8)
     except ImageReadError as err:
         raise DataError(str(err)) from err
     if labels.shape != image.shape[:2]:

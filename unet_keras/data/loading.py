@@ -11,7 +11,7 @@ import numpy as np
 from unet_keras.config import UNetConfig
 from unet_keras.data.splits import (all_data_indices, fold_indices, holdout_indices,
                                     select_indices)
-from unet_keras.data.zheng2018 import default_data_dir
+from unet_keras.data.zheng2018 import DATA_DIR_ENV, DATASETS, DataError, default_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ def load_all(config: UNetConfig, data_dir: str | Path | None = None,
         return examples, f"Zheng et al. 2018 {config.dataset} ({len(examples)} images) from {Path(data_dir).resolve()}", False
     from unet_keras.data.synthetic import SYNTHETIC_NOTE, synthetic_dataset
 
+    if not synthetic and config.dataset != "dataset1":
+        # The synthetic set stands in for Dataset 1's 120x120 crops only.
+        raise DataError(f"{config.dataset}: no data directory found; expected --data-dir (or "
+                        f"${DATA_DIR_ENV}) naming the folder that holds '{DATASETS[config.dataset]}/'")
     log.warning("no real data found: using the synthetic set")
     examples = synthetic_dataset(SYNTHETIC_IMAGES, size=120, seed=config.seed)
     return examples, f"{SYNTHETIC_NOTE}, {len(examples)} images", True
