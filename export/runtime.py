@@ -97,7 +97,8 @@ class Segmenter:
         self.thresholds = tuple(float(t) for t in metadata["thresholds"])
         self.tile = tile
         self.overlap = default_overlap(self.config.depth) if overlap is None else overlap
-        if tile % self.config.multiple or not 0 <= self.overlap < tile:
+        if (tile % self.config.multiple or self.overlap % self.config.multiple
+                or not 0 <= self.overlap < tile):
             raise ValueError(f"tile={tile}, overlap={self.overlap}; expected multiples of "
                              f"{self.config.multiple} with 0 <= overlap < tile")
 
@@ -188,7 +189,8 @@ class Segmenter:
         """Probabilities (H, W, C) predicted tile by tile; see ``export.tiling.tile_predict``."""
         rgb, _ = to_uint8_rgb(np.asarray(image))
         return tile_predict(self.run, rgb, self.config.depth, self.out_channels,
-                            tile or self.tile, self.overlap if overlap is None else overlap)
+                            self.tile if tile is None else tile,
+                            self.overlap if overlap is None else overlap)
 
     def segment(self, image: np.ndarray, image_name: str = "image",
                 instance_method: str = "watershed", edge_cells: str | None = None,

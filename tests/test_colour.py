@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from unet_keras.colour import (ColourError, ColourNormaliser, auto_target, colour_features,
-                               distance, fit_reference, normalise)
+from unet_keras.colour import (MAX_GAIN, ColourError, ColourNormaliser, auto_target,
+                               colour_features, distance, fit_reference, normalise)
 from unet_keras.config import ConfigError, UNetConfig
 
 
@@ -115,3 +115,15 @@ def test_large_images_are_measured_on_a_grid_and_mapped_in_bands(reference, monk
     np.testing.assert_allclose(colour_features(image), full, rtol=0.05, atol=0.5)
     banded = normalise(image, reference)
     assert banded.shape == image.shape and np.abs(banded.astype(int) - mapped).max() <= 2
+
+
+def test_a_near_blank_field_is_not_stretched_to_full_contrast(reference):
+    """Background with a grey level of noise: its spread grows by at most MAX_GAIN, where the
+    reference's (tens of L*a*b* units) would turn the noise into structure."""
+    rng = np.random.default_rng(3)
+    blank = np.clip(np.asarray(WHITE) + rng.normal(0, 1.0, (64, 64, 3)), 0, 255).astype(np.uint8)
+    before = colour_features(blank)
+    assert (np.asarray(reference["mean"])[3:] / before[3:] > 2 * MAX_GAIN).all()
+    after = colour_features(normalise(blank, reference))
+    np.testing.assert_allclose(after[3:], MAX_GAIN * before[3:], rtol=0.25)
+    np.testing.assert_allclose(after[:3], reference["mean"][:3], atol=1.5)

@@ -255,6 +255,12 @@ def test_tile_arguments_are_checked(segmenter):
         segmenter.tile_predict(random_image(50, 50), tile=30, overlap=8)
     with pytest.raises(ValueError, match="tile=98, overlap=68; expected multiples of 4"):
         Segmenter.from_onnx(segmenter.source, tile=98, overlap=68)
+    # An overlap off the pooling grid is refused when the segmenter is made, not at the first
+    # image large enough to tile; a tile of 0 is refused, not taken for the default.
+    with pytest.raises(ValueError, match="tile=96, overlap=30; expected multiples of 4"):
+        Segmenter.from_onnx(segmenter.source, tile=96, overlap=30)
+    with pytest.raises(ValueError, match="tile=0"):
+        segmenter.tile_predict(random_image(50, 50), tile=0)
 
 
 def test_cli_predict_through_onnx_matches_the_keras_path(run_dir, onnx_path, tmp_path):

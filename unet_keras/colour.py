@@ -42,6 +42,10 @@ _FEATURES = 6  # L*, a*, b* means, then their standard deviations
 # are mapped this many rows at a time: a mosaic's float L*a*b* copy would take gigabytes.
 MAX_STAT_PIXELS = 1_000_000
 _ROWS = 256
+# The most a mapping stretches (or shrinks) a channel's spread. Between Dataset 1's two
+# acquisition batches it takes at most 1.92x; a near-blank field (sd of a grey level or two)
+# would otherwise be stretched to full contrast, its noise and dust taken for cells.
+MAX_GAIN = 3.0
 
 
 class ColourError(ValueError):
@@ -106,14 +110,15 @@ def normalise(image: np.ndarray, reference: dict, target: np.ndarray | None = No
               features: np.ndarray | None = None) -> np.ndarray:
     """uint8 RGB ``image`` with its L*a*b* mean and sd (``features``, measured when not given)
     mapped onto ``target`` (6 statistics; default the training images' average): Reinhard et
-    al. 2001, colour transfer."""
+    al. 2001, colour transfer, each channel's spread scaled by at most ``MAX_GAIN`` either way."""
     rgb, _ = to_uint8_rgb(np.asarray(image))
     features = colour_features(rgb) if features is None else np.asarray(features)
     mean, sd = features[:3], np.maximum(features[3:], 1e-6)
     target = np.asarray(reference["mean"] if target is None else target)
+    gain = np.clip(target[3:] / sd, 1.0 / MAX_GAIN, MAX_GAIN)
     out = np.empty_like(rgb)
     for top in range(0, rgb.shape[0], _ROWS):  # in bands: float Lab of a whole mosaic is GBs
-        lab = (rgb2lab(rgb[top:top + _ROWS]) - mean) / sd * target[3:] + target[:3]
+        lab = (rgb2lab(rgb[top:top + _ROWS]) - mean) * gain + target[:3]
         out[top:top + _ROWS] = np.round(np.clip(lab2rgb(lab), 0.0, 1.0) * 255.0)
     return out
 
