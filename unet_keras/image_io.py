@@ -163,14 +163,14 @@ def to_uint8_rgb(array: np.ndarray, source: str | None = None) -> tuple[np.ndarr
     if array.dtype == np.uint8:
         pass
     elif np.issubdtype(array.dtype, np.integer):
-        low, high = int(array.min()), int(array.max())
+        low, high, dtype = int(array.min()), int(array.max()), array.dtype
         if high > 255:
             bits = bit_depth(high)
             top = 2**bits - 1
             array = np.round(np.clip(array.astype(np.float64), 0, top) * (255.0 / top))
             notes.append(f"rescaled {bits}-bit (0..{top}) integer image to 8 bits")
         if low < 0:
-            notes.append(f"clipped negative values (min {low}) of a {array.dtype} image to 0")
+            notes.append(f"clipped negative values (min {low}) of a {dtype} image to 0")
         array = np.clip(array, 0, 255).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)):
@@ -178,8 +178,14 @@ def to_uint8_rgb(array: np.ndarray, source: str | None = None) -> tuple[np.ndarr
                                  "expected finite values in 0..1 or 0..255")
         values = array.astype(np.float64)
         peak = float(values.max())
-        top = (1.0 if peak <= FLOAT_OVERSHOOT else 255.0 if peak <= 255.0 * FLOAT_OVERSHOOT
-               else float(2**bit_depth(int(np.ceil(peak))) - 1) if peak < 2.0**32 else peak)
+        if peak <= FLOAT_OVERSHOOT:
+            top = 1.0
+        elif peak <= 255.0 * FLOAT_OVERSHOOT:
+            top = 255.0
+        elif peak < 2.0**32:
+            top = float(2**bit_depth(int(np.ceil(peak))) - 1)
+        else:
+            top = peak
         outside = int(np.count_nonzero((values < 0) | (values > top)))
         array = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
         notes.append(f"converted float image (range 0..{top:g}) to 8 bits")
