@@ -80,6 +80,9 @@ def test_cache_is_rebuilt_when_data_change(tmp_path):
     ("size_mismatch", r"003\.png: mask is 20x20 but image 003\.bmp is 40x40"),
     ("corrupt_image", r"001\.bmp: not a readable image"),
     ("empty_image", r"004\.bmp: file is empty"),
+    ("class_zero", r"Class Labels of Dataset 1\.csv: line 3: class 0; expected rows 'image ID,class' "
+                   r"with integers, classes 1\.\.5"),
+    ("class_not_a_number", r"Class Labels of Dataset 1\.csv: expected rows .*invalid literal"),
 ])
 def test_bad_layouts_name_the_file(tmp_path, breakage, message):
     write_dataset(tmp_path, n=4)
@@ -94,6 +97,10 @@ def test_bad_layouts_name_the_file(tmp_path, breakage, message):
         (folder / "001.bmp").write_bytes(b"BM" + b"\x00" * 20)
     elif breakage == "empty_image":
         (folder / "004.bmp").write_bytes(b"")
+    elif breakage.startswith("class_"):  # 0 would read as class index -1
+        label = "0" if breakage == "class_zero" else "lymphocyte"
+        (tmp_path / "Class Labels of Dataset 1.csv").write_text(
+            f"image ID,class label\n1,2\n2,{label}\n")
     with pytest.raises(DataError, match=message):
         load_examples(tmp_path, "dataset1")
 

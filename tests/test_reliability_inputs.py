@@ -277,3 +277,17 @@ def test_grey_and_alpha_masks_read_as_their_grey_channel(tmp_path):
     Image.fromarray(np.stack([grey, np.full_like(grey, 255)], axis=-1), mode="LA").save(
         tmp_path / "mask.png")
     np.testing.assert_array_equal(read_gray(tmp_path / "mask.png"), grey)
+
+
+def test_palette_masks_read_as_indices_when_coloured_and_as_greys_when_grey(tmp_path):
+    from unet_keras.image_io import read_gray
+
+    indices = np.zeros((6, 6), np.uint8)
+    indices[1:5, 1:5], indices[2:4, 2:4] = 1, 2
+    for name, palette, expected in (
+            ("coloured.png", [0, 0, 0, 255, 0, 0, 0, 255, 0], indices),  # an annotation tool's
+            ("grey.png", [0, 0, 0, 128, 128, 128, 255, 255, 255], np.array([0, 128, 255])[indices])):
+        image = Image.fromarray(indices, mode="P")
+        image.putpalette(palette)
+        image.save(tmp_path / name)
+        np.testing.assert_array_equal(read_gray(tmp_path / name), expected)

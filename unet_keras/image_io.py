@@ -62,9 +62,15 @@ def read_rgb(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 
 def read_gray(path: str | Path) -> np.ndarray:
-    """Read a single-channel image (a mask) as a 2-D array, without rescaling its values."""
+    """Read a single-channel image (a mask) as a 2-D array, without rescaling its values.
+
+    A palette mask whose colours are greys reads as those greys; one with coloured entries (the
+    way annotation tools save class masks: index 1 drawn red, 2 green) reads as its indices.
+    """
     path = Path(path)
-    array, _ = _decode(path)
+    array, notes = _decode(path, palette_indices=True)
+    for note in notes:
+        log.info("%s: %s", path, note)
     if array.ndim == 3:
         grey = array.shape[2] in (3, 4) and np.all(array[..., :3] == array[..., :1])
         if grey or array.shape[2] == 2:  # RGB(A) with equal channels, or grey + alpha
@@ -77,8 +83,11 @@ def read_gray(path: str | Path) -> np.ndarray:
     return array
 
 
-def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
-    """File -> (array as decoded, notes on mode conversions). Raises ImageReadError."""
+def _decode(path: Path, palette_indices: bool = False) -> tuple[np.ndarray, list[str]]:
+    """File -> (array as decoded, notes on mode conversions). Raises ImageReadError.
+
+    With ``palette_indices``, a palette image with coloured entries decodes to its indices.
+    """
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -96,6 +105,9 @@ def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
                 if img.mode in ("RGB", "RGBA") and any(";16" in raw for raw in rawmodes):
                     notes.append("reduced a 16-bit-per-channel colour image to 8 bits")
                 img.load()
+                if palette_indices and img.mode == "P" and _coloured_palette(img):
+                    notes.append("read the indices of a palette image with coloured entries")
+                    img = Image.fromarray(np.asarray(img))
                 if img.mode in MODE_CONVERSIONS:
                     notes.append(MODE_CONVERSIONS[img.mode])
                     target = "L" if img.mode == "1" else "RGBA" if (
@@ -118,6 +130,14 @@ def _decode(path: Path) -> tuple[np.ndarray, list[str]]:
     if array.ndim not in (2, 3) or array.size == 0:
         raise ImageReadError(f"{path}: decoded to shape {array.shape}; expected (H, W) or (H, W, C)")
     return array, notes
+
+
+def _coloured_palette(img: Image.Image) -> bool:
+    """Whether any palette entry the image uses is a colour rather than a grey."""
+    palette = np.asarray(img.getpalette() or [], np.int64).reshape(-1, 3)
+    used = np.unique(np.asarray(img))
+    used = palette[used[used < len(palette)]]
+    return bool(np.any(used != used[:, :1]))
 
 
 # Float images up to this maximum are 0..1 images (resampling overshoots 1 a little).

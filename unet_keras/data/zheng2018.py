@@ -97,15 +97,21 @@ def read_class_labels(data_dir: str | Path, dataset: str = "dataset1") -> dict[s
     if not path.is_file():
         return {}
     labels = {}
+    expected = f"expected rows 'image ID,class' with integers, classes 1..{UNKNOWN_CLASS}"
     try:
         with path.open(newline="") as handle:
             rows = csv.reader(handle)
             next(rows, None)  # header: "image ID,class label" or "image ID,class"
-            for row in rows:
+            for line, row in enumerate(rows, start=2):
                 if len(row) >= 2 and row[0].strip():
-                    labels[f"{int(row[0]):03d}"] = int(row[1]) - 1
+                    label = int(row[1])
+                    if not 1 <= label <= UNKNOWN_CLASS:
+                        raise DataError(f"{path}: line {line}: class {label}; {expected}")
+                    labels[f"{int(row[0]):03d}"] = label - 1
+    except DataError:
+        raise
     except (ValueError, OSError) as err:
-        raise DataError(f"{path}: expected rows 'image ID,class' with integers ({err})") from err
+        raise DataError(f"{path}: {expected} ({err})") from err
     return labels
 
 
