@@ -9,7 +9,7 @@ from tests.conftest import run_cli
 from unet_keras.config import UNetConfig
 from unet_keras.evaluate import (MIN_AREA_GRID, edge_convention, score_config,
                                  score_probabilities, tune_edge_cells, tune_min_cell_area,
-                                 tune_postprocessing)
+                                 tune_postprocessing, tune_thresholds)
 from unet_keras.postprocess import label_cells
 
 
@@ -173,3 +173,21 @@ def test_a_run_settles_an_undecided_edge_rule_by_its_training_masks(
     tune_and_score(_PerfectModel(), config, data, tmp_path)
     assert config.edge_cells == expected
     assert UNetConfig.load(tmp_path / "config.json").edge_cells == expected
+
+
+def test_thresholds_are_tuned_per_channel_and_whole_cell_masks_do_not_vote_on_the_nucleus():
+    # Cell channel: 0.9 on the cell, 0.7 on a one-pixel ring outside it -> best at > 0.7.
+    # Nucleus channel: 0.6 on the annotated nucleus, 0.3 on the rest of the cell.
+    prob = np.zeros((12, 12, 2), np.float32)
+    cell, ring, nucleus = (_disk((12, 12), (6, 6), radius) for radius in (4, 5, 2))
+    prob[..., 0] = np.where(cell, 0.9, np.where(ring, 0.7, 0.0))
+    prob[..., 1] = np.where(nucleus, 0.6, np.where(cell, 0.3, 0.0))
+    mask = cell.astype(np.uint8) + nucleus
+    annotated = {"mask": mask, "image_id": "a"}
+    t_cell, t_nucleus = tune_thresholds([prob], [annotated])
+    assert 0.7 < t_cell <= 0.9 and 0.3 < t_nucleus <= 0.6
+    # A whole-cell mask (nucleus not drawn) holds no nucleus: it must not push the nucleus
+    # threshold above 0.6, where nothing would be predicted.
+    whole = {"mask": cell.astype(np.uint8), "image_id": "b", "nucleus_annotated": False}
+    assert tune_thresholds([prob, prob], [annotated, whole])[1] == t_nucleus
+    assert tune_thresholds([prob], [whole])[1] == 0.5  # nothing to tune on: every value ties

@@ -111,21 +111,22 @@ def tune_edge_cells(probs: Sequence[np.ndarray], examples: Sequence[dict],
 def tune_thresholds(probs: Sequence[np.ndarray], examples: Sequence[dict]) -> tuple[float, ...]:
     """Per channel, the grid threshold with the highest pooled Dice on these (validation) examples.
 
-    Channel 0 is scored against whole-cell truth, channel 1 against nucleus truth. Ties keep
+    Channel 0 is scored against whole-cell truth, channel 1 against nucleus truth on the
+    examples whose nucleus is annotated (``nucleus_scored``). Ties keep
     the threshold closest to 0.5. The label map's cell is channel 0 or 1 over their thresholds;
     tuning channel 0 against that union instead picks the same threshold and validation Dice
     (to 5 decimals, for the shipped model's validation part and two other runs'), since the
     nucleus channel is hardly ever on where the cell channel is off.
     """
-    truths = [
-        [e["mask"] > 0 for e in examples],
-        [e["mask"] == 2 for e in examples],
+    pairs = [
+        [(p, e["mask"] > 0) for p, e in zip(probs, examples)],
+        # Masks of whole cells say nothing of the nucleus (with none, every threshold ties).
+        [(p, e["mask"] == 2) for p, e in zip(probs, examples) if nucleus_scored(p, e)],
     ]
     chosen = []
     for channel in range(probs[0].shape[-1]):
         def dice_at(t: float) -> float:
-            total = sum((pixel_counts(p[..., channel] >= t, truth)
-                         for p, truth in zip(probs, truths[channel])),
+            total = sum((pixel_counts(p[..., channel] >= t, truth) for p, truth in pairs[channel]),
                         start=pixel_counts(np.zeros(1, bool), np.zeros(1, bool)))
             return pixel_scores(total)["dice"]
 
