@@ -182,6 +182,28 @@ def test_specks_under_a_twentieth_of_the_largest_object_go_whatever_their_size()
     assert sorted(r["area"] for r in rows) == [20, 400]
 
 
+def test_component_wise_instances_match_the_whole_image_where_a_box_edge_is_cell():
+    """A 60 x 100 block with a one-pixel notch in its bottom row: one cell in the whole image.
+    Split inside its bounding box alone, the box's border read as cell and the notch's shallow
+    neck split it in two; the ONNX path's large-image postprocessing must find the same cells."""
+    from export.instances import instances_by_component
+
+    labels = np.zeros((120, 160), np.uint8)
+    labels[30:90, 30:130] = 1
+    labels[89, 79:81] = 0
+    _, whole = label_cells(labels[..., None].astype(np.float32), (0.5,), "watershed",
+                           min_cell_area=50)
+    parts, rows = instances_by_component(labels, "x", False, "watershed", min_cell_area=50)
+    assert whole.max() == parts.max() == len(rows) == 1
+    np.testing.assert_array_equal(parts, whole)
+    # A component cut by the image edge has no margin there, as in the whole image.
+    edge = labels[:, 60:]
+    _, whole = label_cells(edge[..., None].astype(np.float32), (0.5,), "watershed",
+                           min_cell_area=50)
+    parts, _ = instances_by_component(edge, "x", False, min_cell_area=50)
+    np.testing.assert_array_equal(parts, whole)
+
+
 def test_lobed_nucleus_fragments_stay_one_cell():
     # One round cell whose nucleus came out as three lobes 3 px apart (gaps: columns 23-25 and
     # 30-32). Joining fragments makes one marker; without it, and without joining parts cut
