@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from export.instances import instances_by_component
 from export.metadata import REQUIRED_KEYS, decode_metadata
-from export.tiling import default_overlap, tile_predict
+from export.tiling import default_overlap, default_tile, tile_predict
 from unet_keras.config import UNetConfig
 from unet_keras.domain import DomainAdapter
 from unet_keras.image_io import to_uint8_rgb
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME, OUTPUT_NAME = "image", "probability"
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-DEFAULT_TILE = 1024
 EXPECTED = (f"one float32 input {INPUT_NAME!r} of shape [batch, height, width, 3] (NHWC RGB in "
             f"[0, 1]) and one float32 output {OUTPUT_NAME!r} [batch, height, width, 1 or 2], with "
             "unet_keras metadata: a file written by `unet-keras export`")
@@ -88,23 +87,24 @@ class Segmenter:
     """Probabilities, masks and measured cells from an exported ONNX U-Net."""
 
     def __init__(self, session: ort.InferenceSession, metadata: dict, source: str = "<onnx>",
-                 tile: int = DEFAULT_TILE, overlap: int | None = None, tta: bool = False):
+                 tile: int | None = None, overlap: int | None = None, tta: bool = False):
         self.session = session
         self.tta = tta
         self.metadata = metadata
         self.source = source
         self.config = UNetConfig.from_dict(metadata["config"])
         self.thresholds = tuple(float(t) for t in metadata["thresholds"])
-        self.tile = tile
+        self.tile = default_tile(self.config.depth) if tile is None else tile
         self.overlap = default_overlap(self.config.depth) if overlap is None else overlap
-        if (tile % self.config.multiple or self.overlap % self.config.multiple
-                or not 0 <= self.overlap < tile):
-            raise ValueError(f"tile={tile}, overlap={self.overlap}; expected multiples of "
-                             f"{self.config.multiple} with 0 <= overlap < tile")
+        if (self.tile % self.config.multiple or self.overlap % self.config.multiple
+                or not 0 <= self.overlap < self.tile):
+            raise ValueError(f"{source}: tile={self.tile}, overlap={self.overlap}; expected "
+                             f"multiples of {self.config.multiple} with 0 <= overlap < tile "
+                             f"for this depth-{self.config.depth} model")
 
     @classmethod
     def from_onnx(cls, path: str | Path, providers: Sequence[str] | None = None,
-                  tile: int = DEFAULT_TILE, overlap: int | None = None, tta: bool = False
+                  tile: int | None = None, overlap: int | None = None, tta: bool = False
                   ) -> "Segmenter":
         """Load and check an ONNX file from ``unet-keras export``.
 
@@ -112,7 +112,8 @@ class Segmenter:
             path: the ``.onnx`` file.
             providers: onnxruntime execution providers; default TensorRT, CUDA when
                 available, else CPU.
-            tile: images whose padded sides exceed this are predicted tile by tile.
+            tile: images whose padded sides exceed this are predicted tile by tile; default
+                ``tiling.default_tile`` (1024 px up to depth 5).
             overlap: tile overlap; default the smallest that keeps tiling exact.
             tta: average the model's outputs over the 8 flips and 90-degree turns of each
                 image or tile (test-time augmentation, 8x the inference time).

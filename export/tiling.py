@@ -23,6 +23,7 @@ import numpy as np
 from unet_keras.preprocess import to_model_input
 
 MIN_RAMP = 16
+DEFAULT_TILE = 1024
 NORMALIZE_ROWS = 256
 
 
@@ -48,6 +49,15 @@ def default_overlap(depth: int) -> int:
     """The smallest overlap (a multiple of ``2**depth``) that keeps tiled inference exact."""
     multiple = 2**depth
     return -(-(2 * receptive_radius(depth) + MIN_RAMP) // multiple) * multiple
+
+
+def default_tile(depth: int) -> int:
+    """``DEFAULT_TILE``, or for models whose exact overlap reaches it (depth 6 and 7) twice
+    that overlap (a multiple of ``2**depth``), so each tile moves on by the overlap."""
+    overlap = default_overlap(depth)
+    if DEFAULT_TILE > overlap:
+        return DEFAULT_TILE
+    return 2 * overlap
 
 
 def tile_origins(length: int, tile: int, step: int) -> list[int]:

@@ -263,6 +263,24 @@ def test_tile_arguments_are_checked(segmenter):
         segmenter.tile_predict(random_image(50, 50), tile=0)
 
 
+@pytest.mark.parametrize("depth, tile", [(4, 1024), (5, 1024), (6, 2176), (7, 4352)])
+def test_deep_models_load_with_the_default_tile(segmenter, depth, tile):
+    """The exact overlap of a depth-6 model (1088 px) exceeds 1024 px: the default tile grows
+    to twice it rather than every image being refused; a tile given too small is refused
+    naming the file."""
+    from unet_keras.cli import _keras_probability_fn
+    from unet_keras.config import UNetConfig
+
+    metadata = {**segmenter.metadata, "config": {**segmenter.metadata["config"], "depth": depth,
+                                                 "image_size": 128}}
+    assert Segmenter(segmenter.session, metadata, "deep.onnx").tile == tile
+    assert Segmenter(segmenter.session, metadata, "deep.onnx").overlap == default_overlap(depth)
+    _keras_probability_fn(None, UNetConfig(depth=depth), None)  # the Keras path's default too
+    if depth >= 6:
+        with pytest.raises(ValueError, match=r"deep\.onnx: tile=1024, overlap="):
+            Segmenter(segmenter.session, metadata, "deep.onnx", tile=1024)
+
+
 def test_cli_predict_through_onnx_matches_the_keras_path(run_dir, onnx_path, tmp_path):
     images = tmp_path / "in"
     images.mkdir()

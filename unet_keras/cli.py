@@ -169,13 +169,15 @@ def _probability_source(args, model: tuple[Path, UNetConfig] | None):
     return _keras_probability_fn(load_model(model_path), config, args.tile, args.tta), config
 
 
-def _keras_probability_fn(model, config: UNetConfig, tile: int, tta: bool = False):
-    """Whole-image Keras inference, or, for images larger than ``tile``, the exact tiled
-    inference the ONNX runtime uses (``export.tiling``), so memory stays bounded."""
-    from export.tiling import default_overlap, tile_predict
+def _keras_probability_fn(model, config: UNetConfig, tile: int | None, tta: bool = False):
+    """Whole-image Keras inference, or, for images larger than ``tile`` (default
+    ``default_tile``), the exact tiled inference the ONNX runtime uses (``export.tiling``), so
+    memory stays bounded."""
+    from export.tiling import default_overlap, default_tile, tile_predict
     from unet_keras.inference import keras_batch_fn, keras_probability_fn
 
     multiple, overlap = config.multiple, default_overlap(config.depth)
+    tile = default_tile(config.depth) if tile is None else tile
     if tile <= overlap or tile % multiple:
         raise UsageError(f"--tile {tile}: expected a multiple of {multiple} (2**depth) above the "
                          f"tile overlap {overlap} of a depth-{config.depth} model")

@@ -231,8 +231,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--edge-cells", choices=EDGE_CELLS,
                    help="drop: leave out cells cut by the image edge when another cell is clear "
                         "of it; keep: measure every cell (default: the model's tuned setting)")
-    p.add_argument("--tile", type=int, default=1024,
-                   help="images whose padded side exceeds this run tile by tile (default 1024)")
+    p.add_argument("--tile", type=int,
+                   help="images whose padded side exceeds this run tile by tile (default 1024; "
+                        "twice the exact tile overlap for models of depth 6 and 7)")
     p.add_argument("--tta", action="store_true",
                    help="average the model's outputs over the 8 flips and 90-degree turns of "
                         "each image (or tile): 8x the inference time")
