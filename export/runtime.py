@@ -72,10 +72,13 @@ def _validate(path: Path, session: ort.InferenceSession) -> None:
         return (value is not None and value.name == name and value.type == "tensor(float)"
                 and len(value.shape) == 4 and (value.shape[3] in last or not isinstance(value.shape[3], int)))
 
+    # [N, 3, H, W]: channels first, whatever the input is named and however H, W are given.
+    channels_first = (len(inputs) == 1 and len(inputs[0].shape) == 4 and inputs[0].shape[1] == 3
+                      and inputs[0].shape[3] != 3)
     problems = []
-    if not fits(inputs, INPUT_NAME, (3,)):
+    if channels_first or not fits(inputs, INPUT_NAME, (3,)):
         problems.append("inputs " + ", ".join(_describe(i) for i in inputs))
-        if len(inputs) == 1 and len(inputs[0].shape) == 4 and inputs[0].shape[1] == 3:
+        if channels_first:
             problems[-1] += " (channels first: NCHW)"
     if not fits(outputs, OUTPUT_NAME, (1, 2)):
         problems.append("outputs " + ", ".join(_describe(o) for o in outputs))

@@ -172,6 +172,14 @@ def test_foreign_onnx_is_refused_naming_what_it_has(tmp_path):
     message = str(err.value)
     assert str(path) in message and "'input' tensor(float) ['N', 3, 'H', 'W']" in message
     assert "NCHW" in message and "expected one float32 input 'image'" in message
+    # Named as the contract asks, with symbolic height and width: still channels first.
+    named = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["image"], ["probability"])], "nchw",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N", 3, "H", "W"])]))
+    path = _save(named, tmp_path / "named.onnx")
+    with pytest.raises(RuntimeModelError, match=r"named\.onnx: has inputs .* \(channels first"):
+        Segmenter.from_onnx(path)
 
 
 def test_onnx_without_metadata_is_refused(tmp_path):
