@@ -258,16 +258,43 @@ def test_measure_square_cell_with_square_nucleus():
             row["bbox_max_col"]) == (2, 3, 12, 13)
     assert row["eccentricity"] == pytest.approx(0.0, abs=1e-6)
     assert row["solidity"] == pytest.approx(1.0)
-    # A disk of area 100 has diameter sqrt(400 / pi); the perimeter runs through the centres of
-    # the outer pixels, 4 sides of 9 px; circularity 4 pi 100 / 36^2.
+    # A disk of area 100 has diameter sqrt(400 / pi); the 10 x 10 square's perimeter is near 40.
     assert row["equivalent_diameter"] == pytest.approx(math.sqrt(400 / math.pi))
-    assert row["perimeter"] == pytest.approx(36.0)
-    assert row["circularity"] == pytest.approx(4 * math.pi * 100 / 36**2)
+    assert row["perimeter"] == pytest.approx(40.0, rel=0.1)
+    assert row["circularity"] == pytest.approx(4 * math.pi * 100 / row["perimeter"] ** 2)
     assert row["nucleus_parts"] == 1
 
     (unknown,) = measure_cells(instances, label_map, "cell.bmp", has_nucleus=False)
     assert math.isnan(unknown["nc_ratio"]) and math.isnan(unknown["nucleus_area"])
     assert math.isnan(unknown["nucleus_parts"]) and unknown["perimeter"] == row["perimeter"]
+
+
+@pytest.mark.parametrize("radii, rotation", [((37.5, 37.5), 0.0), ((20.0, 20.0), 0.0),
+                                             ((40.0, 25.0), 0.4), ((30.0, 20.0), 1.1)])
+def test_perimeter_and_circularity_of_disks_and_ellipses_match_their_true_values(radii, rotation):
+    """Within 1 % of the true perimeter (Ramanujan's for an ellipse) and 0.01 of the true
+    circularity; the length along the outer pixels' centres read a cell-sized disk's
+    circularity as 0.92."""
+    from skimage.draw import ellipse
+
+    a, b = radii
+    mask = np.zeros((100, 100), np.int32)
+    mask[ellipse(50.3, 50.1, a, b, rotation=rotation)] = 1
+    (row,) = measure_cells(mask, mask.astype(np.uint8), "x")
+    h = ((a - b) / (a + b)) ** 2
+    true_perimeter = math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
+    assert row["perimeter"] == pytest.approx(true_perimeter, rel=0.01)
+    assert row["circularity"] == pytest.approx(4 * math.pi**2 * a * b / true_perimeter**2, abs=0.01)
+
+
+def test_circularity_of_tiny_shapes_stays_at_most_one():
+    from skimage.draw import disk
+
+    mask = np.zeros((12, 12), np.int32)
+    mask[disk((6, 6), 3.2)] = 1  # 37 px: 4 pi A / P^2 is 1.06 on the pixel grid
+    (row,) = measure_cells(mask, mask.astype(np.uint8), "x")
+    assert 4 * math.pi * row["area"] / row["perimeter"] ** 2 > 1.0
+    assert row["circularity"] == 1.0
 
 
 def test_nucleus_parts_count_the_lobes_apart_in_each_cell():

@@ -239,9 +239,12 @@ def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
 
     Bounding boxes follow regionprops: min inclusive, max exclusive. ``nc_ratio`` is nucleus
     area / cytoplasm area, NaN when the cell has no cytoplasm pixel. ``equivalent_diameter`` is
-    that of a disk of the cell's area; ``perimeter`` regionprops' estimate, along the centres of
-    the outer pixels (36 for a 10 x 10 square); ``circularity`` 4 pi area / perimeter^2 (about 1
-    for a disk, less for a ragged or elongated outline). ``nucleus_parts`` counts the 8-connected
+    that of a disk of the cell's area; ``perimeter`` the Crofton estimate of the outline's length
+    (regionprops' ``perimeter_crofton``; holes' outlines included), within 1 % of a disk's or
+    ellipse's true perimeter from 4 px radius up at any rotation, where the length along the
+    outer pixels' centres (regionprops' ``perimeter``) is 4 % long at a cell's size;
+    ``circularity`` 4 pi area / perimeter^2 capped at 1 (1.00 for a disk of a cell's size, less
+    for a ragged or elongated outline; pixel effects can push tiny shapes above 1). ``nucleus_parts`` counts the 8-connected
     pieces of nucleus in the cell: the lobes the segmentation shows apart (lobes joined by a
     filament count once). With ``has_nucleus=False`` (a 1-channel model)
     nucleus_area, cytoplasm_area, nc_ratio and nucleus_parts are NaN: unknown, not zero.
@@ -269,7 +272,7 @@ def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
             parts = int(ndi.label(in_cell, structure=EIGHT_CONNECTED)[1])
         else:
             nucleus = cytoplasm = ratio = parts = math.nan
-        perimeter = float(region.perimeter)
+        perimeter = float(region.perimeter_crofton)
         rows.append({
             "image": image_name, "label": int(region.label), "area": int(region.area),
             "centroid_y": float(region.centroid[0]), "centroid_x": float(region.centroid[1]),
@@ -279,7 +282,8 @@ def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
             "nucleus_area": nucleus, "cytoplasm_area": cytoplasm, "nc_ratio": ratio,
             "equivalent_diameter": float(region.equivalent_diameter_area),
             "perimeter": perimeter,
-            "circularity": 4 * math.pi * region.area / perimeter**2 if perimeter else math.nan,
+            "circularity": min(4 * math.pi * region.area / perimeter**2, 1.0) if perimeter
+                           else math.nan,
             "nucleus_parts": parts, **confidences.get(region.label, unknown),
         })
     return rows
