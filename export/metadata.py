@@ -12,9 +12,10 @@ from typing import Any, Mapping
 PREFIX = "unet_keras."
 # config: UNetConfig.to_dict(); thresholds: one per output channel; preprocessing: the contract
 # text; versions: package versions at export; parity: figures of the gate; route, opset,
-# precision; variant_check: Dice and latency of an fp16/int8 variant against its fp32 model.
+# precision; variant_check: Dice and latency of an fp16/int8 variant against its fp32 model;
+# source_parity: in a variant, the fp32 file's parity figures (measured on that file, not this).
 KEYS = ("config", "thresholds", "preprocessing", "versions", "parity", "route", "opset", "precision",
-        "variant_check")
+        "variant_check", "source_parity")
 REQUIRED_KEYS = ("config", "thresholds")
 
 

@@ -109,8 +109,11 @@ def check_parity(onnx_model: bytes | str | Path, inputs: dict[str, np.ndarray],
         diff = np.abs(got.astype(np.float64) - want)
         figures[name] = {"shape": list(x.shape), "max_abs_diff": float(diff.max()),
                          "mean_abs_diff": float(diff.mean())}
-    worst = max(f["max_abs_diff"] for f in figures.values())
-    return {"tolerance": tolerance, "max_abs_diff": worst, "passed": bool(worst <= tolerance),
+    # np.max, not max(): a NaN output on any input must fail the gate (max() skips a NaN
+    # that is not first, since every comparison with it is false).
+    worst = float(np.max([f["max_abs_diff"] for f in figures.values()]))
+    return {"tolerance": tolerance, "max_abs_diff": worst,
+            "passed": bool(np.isfinite(worst) and worst <= tolerance),
             "reference": "keras-jax", "runtime": "onnxruntime CPUExecutionProvider",
             "inputs": figures}
 

@@ -133,6 +133,21 @@ def test_perturbed_weights_fail_the_gate_and_leave_no_file(cached_convert, run_d
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_nan_output_on_any_parity_input_fails_the_gate():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(  # log: NaN on the negative input only, 0 on the ones
+        [helper.make_node("Log", ["image"], ["probability"])], "log",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N", "H", "W", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    inputs = {"ones": np.ones((1, 4, 4, 3), np.float32), "negative": -np.ones((1, 4, 4, 3), np.float32)}
+    reference = {name: np.zeros((1, 4, 4, 3)) for name in inputs}
+    parity = onnx_export.check_parity(model.SerializeToString(), inputs, reference, 1e-4)
+    assert np.isnan(parity["inputs"]["negative"]["max_abs_diff"])
+    assert np.isnan(parity["max_abs_diff"]) and parity["passed"] is False
+
+
 def test_zero_tolerance_fails_with_figures(cached_convert, run_dir, tmp_path):
     cached_convert()
     with pytest.raises(ExportError, match=r"batch3_96x160 \d"):
