@@ -180,6 +180,14 @@ def test_evaluate_refuses_conflicting_or_empty_choices(trained_run, tmp_path, ar
     assert not (tmp_path / "e").exists()
 
 
+def test_evaluate_refuses_an_out_that_is_a_file_before_scoring(trained_run, tmp_path):
+    (tmp_path / "e").write_text("mine\n")
+    done = run_cli("evaluate", "--model", str(trained_run), "--synthetic", "--out",
+                   str(tmp_path / "e"))
+    assert done.returncode == 2 and "a file is there; expected a directory" in done.stderr
+    assert (tmp_path / "e").read_text() == "mine\n"
+
+
 def test_evaluate_without_a_model_needs_out():
     done = run_cli("evaluate", "--synthetic")
     assert done.returncode == 2 and "give --out" in done.stderr

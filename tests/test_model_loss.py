@@ -44,6 +44,17 @@ def test_config_rejects_bad_values(tmp_path):
     (tmp_path / "config.json").write_text('{"depth": 2, "colour": "red"}')
     with pytest.raises(ConfigError, match="config.json.*unknown config keys"):
         UNetConfig.load(tmp_path / "config.json")
+    for bad, message in ((dict(image_size=0), "image_size=0 .expected a positive multiple"),
+                         (dict(learning_rate=float("nan")), "learning_rate must be positive"),
+                         (dict(learning_rate=float("inf")), "learning_rate must be positive"),
+                         (dict(scale_range=(2, 1)), r"scale_range=\(2.0, 1.0\) .expected LOW"),
+                         (dict(scale_range=(-1, 0)), r"scale_range=\(-1.0, 0.0\)")):
+        with pytest.raises(ConfigError, match=message):
+            UNetConfig(**bad)
+    # A model's config.json with thresholds outside [0, 1] is refused when read, naming it.
+    (tmp_path / "config.json").write_text('{"out_channels": 2, "thresholds": [1.5, -0.2]}')
+    with pytest.raises(ConfigError, match=r"config.json: .*thresholds=\(1.5, -0.2\) .*in \[0, 1\]"):
+        UNetConfig.load(tmp_path / "config.json")
 
 
 def unet_parameters(base: int, depth: int, outputs: int, cap: int | None = None) -> int:

@@ -18,7 +18,7 @@ from unet_keras import cli, image_io
 from unet_keras.config import UNetConfig
 from unet_keras.image_io import ImageReadError, atomic_output
 from unet_keras.dirlock import OutputBusyError
-from unet_keras.predict import exclusive_output_dir, predict_files
+from unet_keras.predict import collect_inputs, exclusive_output_dir, predict_files
 
 CONFIG = UNetConfig(depth=2, base_filters=4, image_size=32, out_channels=2)
 RNG = np.random.default_rng(5)
@@ -115,6 +115,47 @@ def test_strict_stops_at_the_first_bad_file(tmp_path):
         predict_files(files, lambda image: np.zeros(image.shape[:2] + (1,), np.float32), (0.5,),
                       tmp_path / "out", strict=True)
     assert visible_files(tmp_path / "out") == ["a_mask.png", "a_overlay.png"]
+
+
+def blank(image):
+    return np.zeros(image.shape[:2] + (1,), np.float32)
+
+
+def test_predict_never_overwrites_an_input_and_reads_a_file_named_twice_once(tmp_path):
+    # c.bmp's mask would be written as c_mask.png, an input here; c.bmp is named twice.
+    for name in ("c.bmp", "c_mask.png"):
+        Image.fromarray(rgb(16, 16)).save(tmp_path / name)
+    kept = (tmp_path / "c_mask.png").read_bytes()
+    inputs = collect_inputs([tmp_path / "c_mask.png", tmp_path / "c.bmp", tmp_path / "c.bmp"])
+    assert [p.name for p in inputs] == ["c_mask.png", "c.bmp"]
+    summary = predict_files(inputs, blank, (0.5,), tmp_path)
+    assert (tmp_path / "c_mask.png").read_bytes() == kept
+    assert summary.written == [str(tmp_path / "c_mask.png")]
+    ((path, reason),) = summary.refused
+    assert path == str(tmp_path / "c.bmp")
+    assert f"would overwrite the input {tmp_path / 'c_mask.png'}" in reason
+
+
+def test_a_run_that_predicts_nothing_leaves_no_earlier_table(tmp_path):
+    Image.fromarray(rgb(16, 16)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"")
+    out = tmp_path / "out"
+    predict_files([tmp_path / "a.png"], blank, (0.5,), out)
+    assert len((out / "images.csv").read_text().splitlines()) == 2
+    summary = predict_files([tmp_path / "b.png"], blank, (0.5,), out)
+    assert summary.written == [] and len(summary.refused) == 1
+    assert len((out / "images.csv").read_text().splitlines()) == 1  # the header alone
+    assert len((out / "cells.csv").read_text().splitlines()) == 1
+
+
+def test_a_bad_tile_or_a_missing_onnx_file_is_refused_before_the_output_exists(tmp_path):
+    Image.fromarray(rgb(16, 16)).save(tmp_path / "a.png")
+    for extra, code, message in (
+            (["--tile", "0"], 2, "--tile: '0': expected a whole number above 0"),
+            (["--onnx", str(tmp_path / "nope.onnx")], 1, "nope.onnx: ONNX file not found")):
+        done = run_cli("predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), *extra)
+        assert done.returncode == code and message in done.stderr, done.stderr[-2000:]
+        assert not (tmp_path / "out").exists()
 
 
 def test_large_images_are_tiled_exactly_and_tiny_ones_padded(tiny_run):

@@ -133,6 +133,11 @@ def cmd_predict(args) -> int:
     model = resolve_model(args.model) if args.model else None  # fail before creating --out
     if model:  # --scale auto or --colour auto of a model without references: refused, saying why
         DomainAdapter(None, model[1], scale, args.colour)
+        check_tile(args.tile, model[1])
+    elif not Path(args.onnx).is_file():
+        from export.runtime import EXPECTED, RuntimeModelError
+
+        raise RuntimeModelError(f"{args.onnx}: ONNX file not found; expected {EXPECTED}")
     # Locked before the model loads, so a second run on one directory is refused at once.
     with exclusive_output_dir(Path(args.out)):
         probability_fn, config = _probability_source(args, model)
@@ -161,7 +166,12 @@ def _probability_source(args, model: tuple[Path, UNetConfig] | None):
     if args.onnx:
         from export.runtime import Segmenter
 
-        segmenter = Segmenter.from_onnx(args.onnx, tile=args.tile, tta=args.tta)
+        try:
+            segmenter = Segmenter.from_onnx(args.onnx, tile=args.tile, tta=args.tta)
+        except ValueError as err:
+            if "tile=" not in str(err):
+                raise
+            raise UsageError(f"--tile {args.tile}: {err}") from err
         return segmenter.predict_probabilities, segmenter.config
     from unet_keras.model import load_model
 
@@ -169,18 +179,31 @@ def _probability_source(args, model: tuple[Path, UNetConfig] | None):
     return _keras_probability_fn(load_model(model_path), config, args.tile, args.tta), config
 
 
+def check_tile(tile: int | None, config: UNetConfig) -> int:
+    """``--tile`` for this model (default ``tiling.default_tile``).
+
+    Raises:
+        UsageError: not a multiple of the model's 2**depth above its exact tile overlap.
+    """
+    from export.tiling import default_overlap, default_tile
+
+    if tile is None:
+        return default_tile(config.depth)
+    multiple, overlap = config.multiple, default_overlap(config.depth)
+    if tile <= overlap or tile % multiple:
+        raise UsageError(f"--tile {tile}: expected a multiple of {multiple} (2**depth) above the "
+                         f"tile overlap {overlap} of a depth-{config.depth} model")
+    return tile
+
+
 def _keras_probability_fn(model, config: UNetConfig, tile: int | None, tta: bool = False):
     """Whole-image Keras inference, or, for images larger than ``tile`` (default
     ``default_tile``), the exact tiled inference the ONNX runtime uses (``export.tiling``), so
     memory stays bounded."""
-    from export.tiling import default_overlap, default_tile, tile_predict
+    from export.tiling import tile_predict
     from unet_keras.inference import keras_batch_fn, keras_probability_fn
 
-    multiple, overlap = config.multiple, default_overlap(config.depth)
-    tile = default_tile(config.depth) if tile is None else tile
-    if tile <= overlap or tile % multiple:
-        raise UsageError(f"--tile {tile}: expected a multiple of {multiple} (2**depth) above the "
-                         f"tile overlap {overlap} of a depth-{config.depth} model")
+    tile, multiple = check_tile(tile, config), config.multiple
     whole, run = keras_probability_fn(model, multiple, tta), keras_batch_fn(model, tta)
 
     def probability(image):

@@ -35,6 +35,9 @@ def cmd_evaluate(args) -> int:
         raise UsageError(f"--{'mask-dir' if args.mask_dir else 'masks'} goes with --image-dir "
                          "(a folder of one's own images and masks)")
     scale = parse_scale(args.scale) if args.scale else None
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: a file is there; expected a directory (new or "
+                         "existing) for the scores")
     if not (args.model or args.onnx):
         if not args.out:
             raise UsageError("without --model (the shipped pretrained model) give --out: the "

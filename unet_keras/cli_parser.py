@@ -47,6 +47,17 @@ COLOUR_HELP = ("'auto': map an image whose colour statistics lie outside the mod
                "does), else off")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above 0 (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number above 0")
+    return value
+
+
 def _add_training_options(p, fold: bool = True) -> None:
     """The data, recipe and device options of `train`; `cv` shares them (less --fold)."""
     p.add_argument("--data-dir", help="dataset root (default: $WBC_DATA_DIR, ../shared/...)")
@@ -231,7 +242,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--edge-cells", choices=EDGE_CELLS,
                    help="drop: leave out cells cut by the image edge when another cell is clear "
                         "of it; keep: measure every cell (default: the model's tuned setting)")
-    p.add_argument("--tile", type=int,
+    p.add_argument("--tile", type=positive_int,
                    help="images whose padded side exceeds this run tile by tile (default 1024; "
                         "twice the exact tile overlap for models of depth 6 and 7)")
     p.add_argument("--tta", action="store_true",

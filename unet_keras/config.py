@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +183,13 @@ class UNetConfig:
         if not 0.0 < self.train_fraction <= 1.0:
             problems.append(f"train_fraction={self.train_fraction} (expected 0 < F <= 1; 1: the "
                             "whole training part)")
-        if self.image_size % self.multiple:
-            problems.append(f"image_size={self.image_size} (expected a multiple of {self.multiple})")
+        if self.image_size % self.multiple or self.image_size <= 0:
+            problems.append(f"image_size={self.image_size} (expected a positive multiple of "
+                            f"{self.multiple})")
+        if len(self.scale_range) != 2 or not 0.0 < self.scale_range[0] <= self.scale_range[1] \
+                or not math.isfinite(self.scale_range[1]):
+            problems.append(f"scale_range={self.scale_range} (expected LOW HIGH with "
+                            "0 < LOW <= HIGH; 1 1: no zoom)")
         if not 0.0 <= self.class_balance <= 1.0:
             problems.append(f"class_balance={self.class_balance} (expected 0..1)")
         if self.init not in INITS:
@@ -243,15 +249,17 @@ class UNetConfig:
                             "in pixels; 0: off)")
         if not 0.0 <= self.ema < 1.0:
             problems.append(f"ema={self.ema} (expected 0 <= ema < 1; 0: off)")
-        if len(self.thresholds) not in (1, self.out_channels):
-            problems.append(f"thresholds={self.thresholds} (expected 1 or {self.out_channels} values)")
+        if len(self.thresholds) not in (1, self.out_channels) or \
+                not all(0.0 <= t <= 1.0 for t in self.thresholds):
+            problems.append(f"thresholds={self.thresholds} (expected 1 or {self.out_channels} "
+                            "values in [0, 1])")
         if self.min_cell_area < 0:
             problems.append(f"min_cell_area={self.min_cell_area} (expected >= 0)")
         if self.edge_cells not in EDGE_CELLS:
             problems.append(f"edge_cells={self.edge_cells!r} (expected one of "
                             f"{', '.join(EDGE_CELLS)})")
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            problems.append("epochs, batch_size and learning_rate must be positive")
+        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.learning_rate < math.inf:
+            problems.append("epochs, batch_size and learning_rate must be positive (and finite)")
         if problems:
             raise ConfigError("invalid config: " + "; ".join(problems))
 

@@ -46,7 +46,8 @@ class PredictSummary:
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Expand files and directories (their image files, sorted, not recursive)."""
+    """Expand files and directories (their image files, sorted, not recursive); a file named
+    twice (or inside a folder also named) is listed once."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -60,7 +61,10 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
             raise InputError(f"{path}: no such file or directory")
     if not found:
         raise InputError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {list(map(str, paths))}")
-    return found
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def exclusive_output_dir(out_dir: Path):
@@ -105,10 +109,16 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
     rows: list[dict] = []
     images: list[dict] = []
     stems: dict[str, Path] = {}
+    inputs = list(inputs)
+    input_files = {path.resolve(): path for path in inputs}
     for path in inputs:
-        if path.stem in stems:
+        overwritten = [input_files[out.resolve()] for out in _outputs(out_dir, path.stem)
+                       if out.resolve() in input_files]
+        if path.stem in stems or overwritten:
             reason = (f"{path}: output name {path.stem!r} already used by {stems[path.stem]}; "
-                      "expected one input per file name")
+                      "expected one input per file name" if path.stem in stems else
+                      f"{path}: its output would overwrite the input {overwritten[0]}; "
+                      "expected an --out where no input lies under an output's name")
             if strict:
                 raise InputError(reason)
             log.error("skipped %s", reason)
@@ -137,10 +147,17 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
                        "cells": len(cells), "scale_factor": round(adapted["scale_factor"], 4),
                        "colour_mapped": int(adapted["colour_mapped"]),
                        "conversions": "; ".join(notes)})
-        write_png(out_dir / f"{path.stem}_mask.png", labels_to_png(labels, prob.shape[-1]))
-        write_png(out_dir / f"{path.stem}_overlay.png", overlay(image, labels, instances=instances))
+        mask_path, overlay_path = _outputs(out_dir, path.stem)
+        write_png(mask_path, labels_to_png(labels, prob.shape[-1]))
+        write_png(overlay_path, overlay(image, labels, instances=instances))
         summary.written.append(str(path))
-    if summary.written:
-        write_cells_csv(rows, out_dir / "cells.csv")
-        atomic_write_csv(out_dir / "images.csv", IMAGE_COLUMNS, images)
+    # Written when nothing was predicted too (header only), so the tables describe this run,
+    # not an earlier one into the same directory.
+    write_cells_csv(rows, out_dir / "cells.csv")
+    atomic_write_csv(out_dir / "images.csv", IMAGE_COLUMNS, images)
     return summary
+
+
+def _outputs(out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """An input's mask and overlay paths."""
+    return out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"
