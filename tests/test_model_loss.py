@@ -52,9 +52,11 @@ def test_config_rejects_bad_values(tmp_path):
         with pytest.raises(ConfigError, match=message):
             UNetConfig(**bad)
     # A model's config.json with thresholds outside [0, 1] is refused when read, naming it.
-    (tmp_path / "config.json").write_text('{"out_channels": 2, "thresholds": [1.5, -0.2]}')
-    with pytest.raises(ConfigError, match=r"config.json: .*thresholds=\(1.5, -0.2\) .*in \[0, 1\]"):
-        UNetConfig.load(tmp_path / "config.json")
+    # (0 would make every pixel cell; the per-cell confidence needs a margin on both sides.)
+    for thresholds in ("[1.5, -0.2]", "[0.5, 0.0]"):
+        (tmp_path / "config.json").write_text(f'{{"out_channels": 2, "thresholds": {thresholds}}}')
+        with pytest.raises(ConfigError, match=r"config.json: .*thresholds=.*strictly between 0 and 1"):
+            UNetConfig.load(tmp_path / "config.json")
 
 
 def unet_parameters(base: int, depth: int, outputs: int, cap: int | None = None) -> int:

@@ -250,9 +250,9 @@ class UNetConfig:
         if not 0.0 <= self.ema < 1.0:
             problems.append(f"ema={self.ema} (expected 0 <= ema < 1; 0: off)")
         if len(self.thresholds) not in (1, self.out_channels) or \
-                not all(0.0 <= t <= 1.0 for t in self.thresholds):
+                not all(0.0 < t < 1.0 for t in self.thresholds):
             problems.append(f"thresholds={self.thresholds} (expected 1 or {self.out_channels} "
-                            "values in [0, 1])")
+                            "values strictly between 0 and 1)")
         if self.min_cell_area < 0:
             problems.append(f"min_cell_area={self.min_cell_area} (expected >= 0)")
         if self.edge_cells not in EDGE_CELLS:
