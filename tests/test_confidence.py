@@ -48,6 +48,20 @@ def test_cell_confidences_average_the_rim_and_the_nucleus_channel():
         cell_confidences(instances[:10], probability, (0.5,))
 
 
+def test_a_cell_the_nucleus_channel_alone_made_is_as_sure_as_that_channel():
+    # Whole-cell channel 0 everywhere (sure it is background), nucleus channel 0.75 on a square:
+    # the cell exists through the nucleus channel, its outline is that channel's margin, 0.5,
+    # not the whole-cell channel's 1.0. Signed margins: -1 at 0, 0 at t, 1 at 1.
+    instances = np.zeros((12, 12), np.int32)
+    instances[1:11, 1:11] = 1
+    probability = np.zeros((12, 12, 2), np.float32)
+    probability[1:11, 1:11, 1] = 0.75
+    got = cell_confidences(instances, probability, (0.5, 0.5))
+    assert got[1]["outline_confidence"] == 0.5
+    np.testing.assert_allclose(decision_margin(np.array([0.0, 0.5, 1.0]), 0.5, signed=True),
+                               [-1.0, 0.0, 1.0])
+
+
 def test_measure_cells_writes_confidences_only_with_a_probability():
     instances, probability = two_squares()
     labels = (instances > 0).astype(np.uint8)

@@ -4,8 +4,11 @@ Two numbers per cell, both in [0, 1] (1: every pixel's probability at 0 or 1, as
 decision as it can be; 0: every pixel at the threshold), written to ``cells.csv`` beside the
 measurements:
 
-- ``outline_confidence``: the whole-cell channel's mean margin over the cell's rim, the pixels
-  within ``RIM_WIDTH`` of its outline, where an uncertain outline puts its doubt;
+- ``outline_confidence``: the mean margin of the cell decision over the cell's rim, the pixels
+  within ``RIM_WIDTH`` of its outline, where an uncertain outline puts its doubt. A pixel is
+  cell where either channel is on (``postprocess.probabilities_to_labels``), so its margin is
+  the larger of the channels' margins on the "on" side (the whole-cell channel's alone for a
+  one-channel model), 0 where neither is on;
 - ``nucleus_confidence``: the nucleus channel's mean margin over the whole cell (NaN for a
   one-channel model).
 
@@ -30,13 +33,16 @@ CONFIDENCE_COLUMNS = ("outline_confidence", "nucleus_confidence")
 DECIMALS = 3
 
 
-def decision_margin(probability: np.ndarray, threshold: float) -> np.ndarray:
-    """|p - t| scaled to [0, 1] on each side of the threshold t: 0 at t, 1 at 0 and at 1."""
+def decision_margin(probability: np.ndarray, threshold: float, signed: bool = False
+                    ) -> np.ndarray:
+    """|p - t| scaled to [0, 1] on each side of the threshold t: 0 at t, 1 at 0 and at 1
+    (``signed``: negative below t, -1 at 0)."""
     p = np.asarray(probability, np.float32)
     t = float(threshold)
     if not 0.0 < t < 1.0:
         raise ValueError(f"threshold {t}: expected a value strictly between 0 and 1")
-    return np.where(p >= t, (p - t) / (1.0 - t), (t - p) / t).astype(np.float32)
+    below = (p - t) / t if signed else (t - p) / t
+    return np.where(p >= t, (p - t) / (1.0 - t), below).astype(np.float32)
 
 
 def cell_confidences(instances: np.ndarray, probability: np.ndarray,
@@ -55,7 +61,10 @@ def cell_confidences(instances: np.ndarray, probability: np.ndarray,
         raise ValueError(f"probability {probability.shape} for instances {instances.shape}; "
                          "expected (H, W, C) over the same pixels")
     channel = lambda c: thresholds[min(c, len(thresholds) - 1)]  # noqa: E731
-    outline = decision_margin(probability[..., 0], channel(0))
+    # The cell decision's margin: a pixel the nucleus channel alone made cell is as sure as
+    # that channel, not as sure as the whole-cell channel was that it is background.
+    outline = np.maximum(np.max([decision_margin(probability[..., c], channel(c), signed=True)
+                                 for c in range(probability.shape[-1])], axis=0), 0.0)
     nucleus = None
     if probability.shape[-1] == 2:
         counts = np.bincount(instances.ravel())
