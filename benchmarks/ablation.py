@@ -139,7 +139,12 @@ def build(variants: Sequence[tuple[str, Path]]) -> dict:
         if summary["data_source"] != base["data_source"]:
             raise CVError(f"{path}: data {summary['data_source']!r} differs from "
                           f"{base['data_source']!r} ({base_path})")
-        differs = {k: v for k, v in summary["recipe"].items() if base_recipe.get(k) != v}
+        # Both sides completed: an older report lacking a setting the baseline has still
+        # differs from it where that setting's old value does.
+        variant_recipe = full_recipe(summary)
+        differs = {k: variant_recipe.get(k) for k in [*variant_recipe, *base_recipe.keys()
+                                                      - variant_recipe.keys()]
+                   if base_recipe.get(k) != variant_recipe.get(k)}
         rows.append({
             "label": label, "cv_dir": str(path), "has_runs": has_runs,
             "differs_from_baseline": differs,

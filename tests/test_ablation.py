@@ -123,6 +123,25 @@ def test_a_cv_json_alone_stands_in_for_its_runs(two_cvs, capsys):
     assert "cv.json" in capsys.readouterr().err and not (two_cvs / "bad").exists()
 
 
+def test_a_setting_an_older_report_lacks_still_differs_from_a_newer_baseline(tmp_path):
+    """The baseline trained with deep supervision 2; the variant's report predates the setting
+    (0 then): the variant differs in it, whichever of the two is the baseline."""
+    from unet_keras.cv import CV_JSON, complete_folds, summarize
+
+    for fold, scores in BASE.items():
+        make_fold(tmp_path / "new", fold, scores, deep_supervision=2)
+        make_fold(tmp_path / "runs", fold, scores, deep_supervision=0)
+    summary = summarize(complete_folds(tmp_path / "runs"))
+    del summary["recipe"]["deep_supervision"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / CV_JSON).write_text(json.dumps(summary))
+    for first, second, value in (("new", "old", 0), ("old", "new", 2)):
+        out = tmp_path / f"report-{first}"
+        assert main([f"a={tmp_path / first}", f"b={tmp_path / second}", "--out", str(out)]) == 0
+        variant = json.loads((out / JSON_NAME).read_text())["variants"][1]
+        assert variant["differs_from_baseline"] == {"deep_supervision": value}
+
+
 def test_by_cell_type_leaves_out_a_cv_json_variant(two_cvs):
     from unet_keras.cv import CV_JSON, complete_folds, summarize
 
