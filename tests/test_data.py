@@ -74,6 +74,28 @@ def test_cache_is_rebuilt_when_data_change(tmp_path):
     assert len(load_examples(tmp_path, "dataset1")) == 2
 
 
+def test_cache_follows_contents_not_file_sizes_and_times(tmp_path):
+    """Two images of one size swapped under the same times (a rename, an unpacked archive),
+    and a copy of the data elsewhere: each read from its own files, not the first cache."""
+    import os
+    import shutil
+
+    first = tmp_path / "a"
+    write_dataset(first, n=3)
+    for path in (first / "Dataset 1").iterdir():
+        os.utime(path, ns=(1, 1))
+    before = {e["image_id"]: e["image"] for e in load_examples(first, "dataset1")}
+    second = tmp_path / "b"
+    shutil.copytree(first, second)  # copytree keeps the times
+    folder = second / "Dataset 1"
+    (folder / "001.bmp").rename(folder / "swap.bmp")
+    (folder / "002.bmp").rename(folder / "001.bmp")
+    (folder / "swap.bmp").rename(folder / "002.bmp")
+    after = {e["image_id"]: e["image"] for e in load_examples(second, "dataset1")}
+    np.testing.assert_array_equal(after["001"], before["002"])
+    np.testing.assert_array_equal(after["002"], before["001"])
+
+
 @pytest.mark.parametrize("breakage, message", [
     ("no_folder", r"Dataset 1: folder not found"),
     ("missing_mask", r"002\.bmp: no mask; expected 002\.png"),
