@@ -248,6 +248,27 @@ def test_two_devices_train_the_same_model_as_one(tmp_path):
     assert one["devices"] == 1 and two["devices"] == 2
 
 
+def test_cv_checks_the_folds_it_was_not_asked_for_before_training(three_folds, capsys,
+                                                                  monkeypatch):
+    """The report covers every complete fold in --out, so folds 0-2 of another recipe, or of
+    other data, refuse training fold 3 into it (it trained, then no report could be written)."""
+    import unet_keras.train
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained a fold")
+
+    monkeypatch.setattr(unet_keras.train, "train", trained)
+    argv = ["cv", "--synthetic", *TINY, "--epochs", "3", "--out-channels", "1", "--folds", "3",
+            "--out", str(three_folds)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert str(three_folds / "fold-0" / "config.json") in err and "epochs" in err
+    argv[argv.index("--epochs") + 1] = "2"  # the folds' recipe, but not their data
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert str(three_folds / "fold-0" / "metrics.json") in err and f"trained on {SOURCE!r}" in err
+
+
 @pytest.mark.slow
 def test_cv_trains_resumes_an_interrupted_fold_and_reports(tmp_path, monkeypatch, capsys):
     from unet_keras.checkpoint import EpochCheckpoint

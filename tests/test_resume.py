@@ -265,6 +265,25 @@ def test_training_into_a_running_run_is_refused(tmp_path, capsys, args):
             in capsys.readouterr().err)
 
 
+def test_a_new_run_failing_before_training_leaves_nothing(tmp_path, monkeypatch):
+    """A full disk while writing run.json: no .partial is left to refuse both a resume and a
+    new run into the same name."""
+    import errno
+
+    import unet_keras.train
+    from unet_keras.data.loading import load_fold
+    from unet_keras.train import train
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    config = UNetConfig(depth=2, base_filters=4, image_size=32, batch_size=8, epochs=1)
+    monkeypatch.setattr(unet_keras.train, "atomic_write_text", full)
+    with pytest.raises(OSError, match="No space left"):
+        train(config, load_fold(config, synthetic=True), tmp_path / "run", verbose=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_weight_average_is_what_validation_scores_and_the_run_keeps(tmp_path, monkeypatch):
     """With ``ema``, the epoch's validation Dice and model.keras come from the optimizer's moving
     average of the weights, while checkpoint.npz keeps the raw weights to continue from."""

@@ -180,12 +180,15 @@ def aggregate(out: str | Path) -> dict:
 
 
 def check_folds(out: Path, folds: Sequence[int], config: UNetConfig) -> None:
-    """Before any training: complete folds must be readable and of this recipe, interrupted
-    ones resumable with it, and nothing else may sit in a fold's place."""
+    """Before any training: complete folds, asked for or not (the report covers every one in
+    ``out``), must be readable and of this recipe, interrupted ones resumable with it, and
+    nothing else may sit in a fold's place."""
     from unet_keras.run_dir import partial_dir, resumable
 
     wanted = recipe(config)
-    for fold in folds:
+    present = [int(FOLD_NAME.fullmatch(run.name).group(1)) for run in complete_folds(out)] \
+        if out.is_dir() else []
+    for fold in sorted(set(folds) | set(present)):
         run = fold_dir(out, fold)
         if run.exists():
             if not (run / METRICS_FILENAME).is_file():
@@ -233,6 +236,11 @@ def run_cv(config: UNetConfig, out: str | Path, folds: Sequence[int],
         progress(f"fold {k}: complete in {fold_dir(out, k)}; skipped")
     if todo:
         examples, source, synthetic = load_all(config, data_dir, synthetic)
+        for run in complete_folds(out) if out.is_dir() else []:
+            found = read_fold(run)[0].get("data_source")
+            if found != source:
+                raise CVError(f"{run / METRICS_FILENAME}: trained on {found!r}, not {source!r}; "
+                              "expected the same data, or another --out")
         data_args = {"data_dir": str(Path(data_dir).resolve()) if data_dir else None,
                      "synthetic": synthetic}
         out.mkdir(parents=True, exist_ok=True)

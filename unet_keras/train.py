@@ -129,23 +129,32 @@ def train(config: UNetConfig, data: FoldData, out: str | Path, verbose: int | st
     else:
         check_new_run(out)
         partial.mkdir(parents=True)
-    with run_lock(partial):
-        if resume:
-            check_same_data(partial, splits)
-            for stale in partial.glob(".*.tmp*"):  # temporaries of a write the kill interrupted
-                stale.unlink()
-        else:
-            config.save(partial / CONFIG_FILENAME)
-            run_info = {"data_args": data_args or {}, "data_source": data.source, "splits": splits}
-            atomic_write_text(partial / RUN_FILENAME, json.dumps(run_info, indent=1) + "\n")
-        try:
-            metrics = _train_into(config, data, partial, verbose, resume, devices)
-        except BaseException:
-            if not (partial / CHECKPOINT_FILENAME).exists():
-                shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
-            raise
-        (partial / LOCK_FILENAME).unlink()
-        partial.rename(out)
+    try:
+        with run_lock(partial):
+            if resume:
+                check_same_data(partial, splits)
+                for stale in partial.glob(".*.tmp*"):  # temporaries of an interrupted write
+                    stale.unlink()
+            else:
+                config.save(partial / CONFIG_FILENAME)
+                run_info = {"data_args": data_args or {}, "data_source": data.source,
+                            "splits": splits}
+                atomic_write_text(partial / RUN_FILENAME, json.dumps(run_info, indent=1) + "\n")
+            try:
+                metrics = _train_into(config, data, partial, verbose, resume, devices)
+            except BaseException:
+                if not (partial / CHECKPOINT_FILENAME).exists():
+                    shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming
+                raise
+            (partial / LOCK_FILENAME).unlink()
+            partial.rename(out)
+    except BaseException:
+        # A new run that failed before its first checkpoint (a full disk writing config.json,
+        # Ctrl-C): nothing to resume, and a half-made .partial would refuse both a resume and
+        # a new run.
+        if not resume and not (partial / CHECKPOINT_FILENAME).exists():
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     (out / CHECKPOINT_FILENAME).unlink()  # resume state only; after the rename, never before
     return metrics
 
