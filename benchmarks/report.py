@@ -40,7 +40,7 @@ def headline(res: dict) -> str:
     text = ", ".join(parts) + "."
     if summary.KERAS_JAX_TRAIN in train and summary.TORCH_TRAIN in train:
         text += (f" Keras-JAX trained at {_x(train[summary.KERAS_JAX_TRAIN]['vs_torch'])} the "
-                 "PyTorch reference's images/s")
+                 "PyTorch reference's images/s (median of the rounds' paired ratios)")
         if "keras-jax-fit-mmup" in train:
             text += (f", {_x(train['keras-jax-fit-mmup']['vs_torch'])} with the upsampling "
                      "computed as a matmul")
