@@ -182,6 +182,9 @@ def test_all_data_trains_on_every_image_but_the_validation_part():
 @pytest.mark.parametrize("spec, message", [
     ("5-2", "range '5-2'"), ("a-b", "name 0 of the 300"), ("1,,2", "empty item"), ("", "empty"),
     ("400-500", "name 0 of the 300"), ("1-300", "name 300 of the 300"),
+    # A typo beside ids that do name images: refused, not ignored.
+    ("201-300,999", "'999' names none of the 300 images"),
+    ("1-5,400-500", "'400-500' names none of the 300 images"),
 ])
 def test_held_out_ids_refuse_bad_or_empty_selections(spec, message):
     ids = [f"{i:03d}" for i in range(1, 301)]
@@ -198,6 +201,8 @@ def test_selected_images_are_all_or_those_named_in_id_order():
         select_indices(ids, "4-9")
     with pytest.raises(ValueError, match="empty item"):
         select_indices(ids, "1,")
+    with pytest.raises(ValueError, match="'1-3-5' names none of the 4 images"):
+        select_indices(ids, "10,1-3-5")
 
 
 def test_a_train_fraction_keeps_part_of_the_training_images_nested_and_the_rest_unchanged():

@@ -85,6 +85,16 @@ def _matches(image_id: str, items: Sequence[tuple[int, int] | str]) -> bool:
     return False
 
 
+def _check_each_item_matches(image_ids: Sequence[str], spec: str,
+                             items: Sequence[tuple[int, int] | str]) -> None:
+    """Refuse an item that names no image (a typo in a list that names others)."""
+    for item in items:
+        if not any(_matches(image_id, [item]) for image_id in image_ids):
+            shown = f"{item[0]}-{item[1]}" if isinstance(item, tuple) else item
+            raise ValueError(f"ids {spec!r}: {shown!r} names none of the {len(image_ids)} "
+                             f"images; expected ids or LOW-HIGH ranges of them")
+
+
 def select_indices(image_ids: Sequence[str], spec: str) -> list[int]:
     """Indices of the images ``spec`` names (``"all"``, or as ``holdout_indices``), in id order.
 
@@ -102,6 +112,7 @@ def select_indices(image_ids: Sequence[str], spec: str) -> list[int]:
         raise ValueError(f"images {spec!r} name none of the {len(image_ids)} images (ids "
                          f"{image_ids[order[0]]}..{image_ids[order[-1]]}); expected 'all', or "
                          "ids and LOW-HIGH ranges, comma-separated")
+    _check_each_item_matches(image_ids, spec, items)
     return chosen
 
 
@@ -124,4 +135,5 @@ def holdout_indices(image_ids: Sequence[str], spec: str, seed: int = 42,
     if not test or not rest:
         raise ValueError(f"test ids {spec!r} name {len(test)} of the {len(image_ids)} images; "
                          "expected some but not all of them")
+    _check_each_item_matches(image_ids, spec, items)
     return {**_carve_val(rest, val_fraction), "test": sorted(test, key=lambda i: image_ids[i])}
