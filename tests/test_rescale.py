@@ -92,6 +92,19 @@ def test_auto_scale_is_not_fooled_by_fragments_of_a_large_cell():
     assert (found & (disk > 0)).sum() / (found | (disk > 0)).sum() > 0.97
 
 
+def test_fragments_are_checked_even_where_the_pixel_bound_allows_little_enlargement(monkeypatch):
+    # The image is near the pixel bound (1.2x allowed): the fragments' call for 4x was capped
+    # to 1.2x before the tolerance test, read as "within tolerance", and the shrunken views
+    # that show the whole cell were never tried.
+    monkeypatch.setattr(rescale, "MAX_SCALED_PIXELS", int(300 * 300 * 1.2**2))
+    image, disk = disk_image(300, 220)
+    predictor = ScaledPredictor(BreaksLargeCells(), "auto", reference=75.0)
+    prob = predictor(image)
+    assert predictor.factors == [0.35]
+    found = prob[..., 0] > 0.5
+    assert (found & (disk > 0)).sum() / (found | (disk > 0)).sum() > 0.97
+
+
 class MissesSmallCells(DarkIsCell):
     """A stand-in model that, like a real one, does not see cells far smaller than any it
     trained on: an object under ``limit`` px wide in its input comes out as background."""

@@ -205,7 +205,9 @@ class ScaledPredictor:
             factor, prob = smaller or (1.0, prob)
             self.factors.append(factor)
             return prob
-        factor = bounded_factor(prob.shape, float(np.clip(self.reference / size, *SCALE_LIMITS)))
+        # The pixel bound applies to the enlargement itself, after the tolerance test and the
+        # check for fragments (bounding first took a capped 1.2x for "within tolerance").
+        factor = float(np.clip(self.reference / size, *SCALE_LIMITS))
         if 1 / self.tolerance <= factor <= self.tolerance:
             self.factors.append(1.0)
             return prob
@@ -222,6 +224,10 @@ class ScaledPredictor:
                          larger[0])
                 self.factors.append(larger[0])
                 return larger[1]
+            factor = bounded_factor(prob.shape, factor)
+            if factor == 1.0:  # an image already at the pixel bound is not enlarged
+                self.factors.append(1.0)
+                return prob
         log.info("cells %.2fx the training size: predicting again at %.2fx", 1 / factor, factor)
         self.factors.append(factor)
         return predict_at_scale(self.fn, image, factor)
