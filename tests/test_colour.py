@@ -93,6 +93,9 @@ def test_a_model_without_colour_statistics_is_refused_saying_what_to_do():
 def test_too_few_training_images_give_no_reference():
     rng = np.random.default_rng(4)
     assert fit_reference(smear(rng, YELLOW, BROWN) for _ in range(6)) == {}
+    # 7 images: each leave-one-out fit has 6 in 6 dimensions, a singular covariance.
+    assert fit_reference(smear(rng, YELLOW, BROWN) for _ in range(7)) == {}
+    assert fit_reference(smear(rng, YELLOW, BROWN) for _ in range(8))["n_images"] == 8
 
 
 def test_the_reference_round_trips_in_the_config_and_bad_ones_are_refused(reference, tmp_path):

@@ -65,12 +65,14 @@ def fit_reference(images: Iterable[np.ndarray], quantile: float = GATE_QUANTILE)
     """The colour reference of training images: their features' mean and covariance, and the
     gate (the ``quantile`` of their leave-one-out Mahalanobis distances: each image's from the
     others'), as JSON-ready lists. {} (no reference: ``--colour auto`` is then refused) for
-    ``_FEATURES`` images or fewer, whose covariance cannot be estimated.
+    ``_FEATURES + 1`` images or fewer: each leave-one-out fit needs more than ``_FEATURES``
+    images for a covariance (with 7, the 6-image fits were singular and the gate so wide that
+    ``auto`` never mapped an image).
     """
     features = np.stack([colour_features(image) for image in images])
-    if len(features) <= _FEATURES:
+    if len(features) <= _FEATURES + 1:
         log.warning("%d training images: too few for a colour reference (more than %d needed)",
-                    len(features), _FEATURES)
+                    len(features), _FEATURES + 1)
         return {}
     # Each image's distance from the others' statistics: an image's own distance from a fit
     # that includes it understates how far a new image of the same batch falls.
