@@ -33,12 +33,18 @@ def serve(model: Path, images: Path, out: Path, method: str = "watershed",
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     written = 0
+    stems: dict[str, Path] = {}
     for path in collect_inputs([images]):
+        if path.stem in stems:  # e.g. a mask 001.png beside 001.bmp: one output per name
+            print(f"skipped {path}: output name {path.stem!r} already used by "
+                  f"{stems[path.stem].name}", file=sys.stderr)
+            continue
         try:
             image, _ = read_rgb(path)
         except ImageReadError as err:
             print(f"skipped {err}", file=sys.stderr)
             continue
+        stems[path.stem] = path
         result = segmenter.segment(image, image_name=path.name, instance_method=method)
         write_png(out / f"{path.stem}_mask.png", result.mask_png)
         rows.extend(result.cells)

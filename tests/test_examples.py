@@ -89,6 +89,7 @@ def served(tmp_path):
     b[12:18, 10:16] = b[12:18, 34:40] = NUCLEUS
     Image.fromarray(a).save(images / "a.png")
     Image.fromarray(b).save(images / "b.png")
+    Image.fromarray(b).save(images / "b.tif")  # same output name as b.png: skipped, not overwritten
     (images / "junk.png").write_bytes(b"not an image")
     return pointwise_onnx(tmp_path / "pointwise.onnx"), images, tmp_path / "out"
 
@@ -111,6 +112,7 @@ def test_serve_onnx_writes_masks_and_a_cell_table_without_keras_or_jax(served):
     result = json.loads(done.stdout.splitlines()[-1])
     assert result == {"exit": 0, "heavy": []}
     assert "junk.png" in done.stderr and "2 image(s), 4 cell(s)" in done.stdout
+    assert "b.tif: output name 'b' already used by b.png" in done.stderr
 
     with (out / "cells.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
