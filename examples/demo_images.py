@@ -1,7 +1,7 @@
 """Write a few images of the fold-0 test part (real data if found, else synthetic) into a folder,
 for `make demo` to run `unet-keras predict` on."""
 
-import sys
+import argparse
 from pathlib import Path
 
 import unet_keras  # noqa: F401
@@ -20,4 +20,8 @@ def main(out: str, count: int = 4) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="folder to write the images into")
+    parser.add_argument("--count", type=int, default=4, help="how many images (default 4)")
+    args = parser.parse_args()
+    main(args.out, args.count)

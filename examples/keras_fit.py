@@ -98,15 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     if out.suffix != ".keras":
         parser.error(f"--out {out}: expected a file name ending in .keras")
-    config = UNetConfig(depth=args.depth, base_filters=args.base_filters, out_channels=2,
-                        image_size=args.image_size, fold=args.fold)
     data_dir = args.data_dir or default_data_dir()
     if data_dir is None:
         print("error: no --data-dir, no $WBC_DATA_DIR and no ../shared/datasets/wbc-zheng2018: "
               "point --data-dir at a clone of the segmentation_WBC repository", file=sys.stderr)
         return 1
-    try:
-        config.validate()
+    try:  # UNetConfig checks itself when made (ConfigError, a ValueError)
+        config = UNetConfig(depth=args.depth, base_filters=args.base_filters, out_channels=2,
+                            image_size=args.image_size, fold=args.fold)
         parts = fold_parts(Path(data_dir), args.fold)
     except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

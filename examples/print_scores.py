@@ -1,10 +1,12 @@
 """Print the scores of a finished run (`make demo`'s last step)."""
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
-run = Path(sys.argv[1])
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("run", type=Path, help="a finished run directory (with evaluate-fold0/)")
+run = parser.parse_args().run
 metrics = json.loads((run / "metrics.json").read_text())
 evaluated = json.loads((run / "evaluate-fold0" / "metrics.json").read_text())
 print(f"\n== {run} ==")

@@ -45,10 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     backend = keras.backend.backend()
     print(f"Keras backend: {backend} (keras {keras.__version__})")
-    config = UNetConfig(epochs=args.epochs, depth=args.depth, base_filters=args.base_filters,
-                        image_size=args.image_size, batch_size=args.batch_size,
-                        out_channels=args.out_channels)
-    try:
+    try:  # UNetConfig checks itself when made (ConfigError, a ValueError)
+        config = UNetConfig(epochs=args.epochs, depth=args.depth, base_filters=args.base_filters,
+                            image_size=args.image_size, batch_size=args.batch_size,
+                            out_channels=args.out_channels)
         data = load_fold(config, args.data_dir, args.synthetic)
         if args.limit:
             keep = max(1, args.limit // 4)

@@ -291,3 +291,20 @@ def test_keras_fit_names_a_missing_folder_and_writes_nothing(tmp_path):
     assert done.returncode == 1
     assert str(tmp_path / "nowhere") in done.stderr and "not found" in done.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name, args", [
+    ("keras_fit.py", ["--out", "x.keras", "--image-size", "100", "--data-dir", "."]),
+    ("train_other_backend.py", ["--out", "x", "--image-size", "100", "--synthetic"]),
+])
+def test_examples_refuse_a_bad_recipe_with_a_message_not_a_traceback(name, args, tmp_path):
+    done = run_example(name, *args, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error: invalid config: image_size=100" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["demo_images.py", "print_scores.py"])
+def test_make_demo_helpers_answer_help_without_writing(name, tmp_path):
+    done = subprocess.run([sys.executable, str(EXAMPLES / name), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage:" in done.stdout and list(tmp_path.iterdir()) == []
