@@ -54,7 +54,7 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     from unet_keras.image_io import atomic_path
     from unet_keras.inference import predict_probabilities
     from unet_keras.model import load_model
-    from unet_keras.train import compile_model
+    from unet_keras.train import compile_model, record_training_statistics
 
     model_path, base = resolve_run(model_path)  # the config.json (or model card) beside it
     print(f"Keras backend: {keras.backend.backend()}")
@@ -77,6 +77,9 @@ def finetune(model_path: Path, train: list[dict], val: list[dict], out: Path, ep
     probs = predict_probabilities(model, [e["image"] for e in val], config.multiple)
     # Thresholds and filters; where validation cannot tell, edge cells as the masks treat them.
     after = tune_postprocessing(probs, val, config, edge_convention(train + val))["whole_cell_dice"]
+    # Predict's --scale auto and --colour auto aim at the images this model was tuned to, not
+    # at the base model's training images (whose statistics the base config carried).
+    record_training_statistics(config, train)
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.keras") as tmp:

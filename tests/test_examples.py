@@ -169,10 +169,23 @@ def test_finetune_reads_both_mask_encodings_alike(tmp_path):
 
 @pytest.mark.slow  # 40-100 s on 2 shared cores: a tiny model built, loaded, trained, saved
 def test_finetune_trains_keeps_a_validation_part_and_writes_model_and_config(tiny_model, tmp_path):
+    import dataclasses
+    import shutil
+
+    from unet_keras.colour import fit_reference
+
+    # A base model carrying its training images' size and colours, as the shipped one does.
+    base_dir = tmp_path / "base"
+    base_dir.mkdir()
+    shutil.copy(tiny_model, base_dir / "model.keras")
+    others = [synthetic_smear(64, n_white=1, seed=100 + i)[0] for i in range(10)]
+    dataclasses.replace(UNetConfig.load(tiny_model.parent / "config.json"), cell_diameter=123.0,
+                        colour_reference=fit_reference(others)).save(base_dir / "config.json")
     images, masks = user_folder(tmp_path)
     out = tmp_path / "finetuned"
-    done = run_example("finetune.py", "--model", tiny_model, "--images", images, "--masks", masks,
-                       "--out", out, "--epochs", "2", "--image-size", "32", "--batch-size", "4")
+    done = run_example("finetune.py", "--model", base_dir / "model.keras", "--images", images,
+                       "--masks", masks, "--out", out, "--epochs", "2", "--image-size", "32",
+                       "--batch-size", "4")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "5 training and 1 validation image(s)" in done.stdout
     config = UNetConfig.load(out / "config.json")
@@ -183,6 +196,15 @@ def test_finetune_trains_keeps_a_validation_part_and_writes_model_and_config(tin
     assert sorted(summary["train_images"] + summary["val_images"]) == [f"cell_{i}" for i in range(6)]
     assert list(config.thresholds) == summary["thresholds"] and len(config.thresholds) == 2
     assert config.min_cell_area == summary["min_cell_area"]
+    # Predict's --scale auto and --colour auto follow the fine-tuning images, not the base's:
+    # their cells' size; no colour reference from 5 images (too few for one).
+    from unet_keras.data.folders import load_folder
+    from unet_keras.rescale import training_cell_diameter
+
+    train = [e["mask"] for e in load_folder(images, masks)
+             if e["image_id"] in summary["train_images"]]
+    assert config.cell_diameter == round(training_cell_diameter(train, config.min_cell_area), 2)
+    assert config.cell_diameter != 123.0 and config.colour_reference == {}
 
     from unet_keras.model import load_model
 

@@ -300,6 +300,15 @@ def retune_model(model, config: UNetConfig, data: FoldData, run: Path) -> dict:
     return metrics
 
 
+def record_training_statistics(config: UNetConfig, train: list[dict]) -> None:
+    """The training cells' size and colour statistics, in ``config``, for ``predict --scale
+    auto`` and ``--colour auto`` (after ``min_cell_area`` is tuned: the size leaves smaller
+    objects out)."""
+    config.cell_diameter = round(training_cell_diameter([e["mask"] for e in train],
+                                                        config.min_cell_area), 2)
+    config.colour_reference = fit_reference(e["image"] for e in train)
+
+
 def tune_and_score(model, config: UNetConfig, data: FoldData,
                    run: Path) -> tuple[dict, dict | None]:
     """How a run ends: tune the postprocessing on ``data.val`` (into ``config``, saved as the
@@ -311,9 +320,7 @@ def tune_and_score(model, config: UNetConfig, data: FoldData,
     val_probs = predict_probabilities(model, [e["image"] for e in data.val], config.multiple)
     val_summary = tune_postprocessing(val_probs, data.val, config,
                                       edge_convention(data.train + data.val))
-    config.cell_diameter = round(training_cell_diameter([e["mask"] for e in data.train],
-                                                        config.min_cell_area), 2)
-    config.colour_reference = fit_reference(e["image"] for e in data.train)
+    record_training_statistics(config, data.train)
     config.save(run / CONFIG_FILENAME)
     if not data.test:  # config.all_data: nothing held out to score
         return val_summary, None
