@@ -4,11 +4,10 @@ Two numbers per cell, both in [0, 1] (1: every pixel's probability at 0 or 1, as
 decision as it can be; 0: every pixel at the threshold), written to ``cells.csv`` beside the
 measurements:
 
-- ``outline_confidence``: the mean margin of the cell decision over the cell's rim, the pixels
+- ``outline_confidence``: the whole-cell channel's mean margin over the cell's rim, the pixels
   within ``RIM_WIDTH`` of its outline, where an uncertain outline puts its doubt. A pixel is
-  cell where either channel is on (``postprocess.probabilities_to_labels``), so its margin is
-  the larger of the channels' margins on the "on" side (the whole-cell channel's alone for a
-  one-channel model), 0 where neither is on;
+  cell where either channel is on (``postprocess.probabilities_to_labels``): where the nucleus
+  channel alone made it cell, that channel's margin counts (0 where neither is on);
 - ``nucleus_confidence``: the nucleus channel's mean margin over the whole cell (NaN for a
   one-channel model).
 
@@ -61,10 +60,13 @@ def cell_confidences(instances: np.ndarray, probability: np.ndarray,
         raise ValueError(f"probability {probability.shape} for instances {instances.shape}; "
                          "expected (H, W, C) over the same pixels")
     channel = lambda c: thresholds[min(c, len(thresholds) - 1)]  # noqa: E731
-    # The cell decision's margin: a pixel the nucleus channel alone made cell is as sure as
-    # that channel, not as sure as the whole-cell channel was that it is background.
-    outline = np.maximum(np.max([decision_margin(probability[..., c], channel(c), signed=True)
-                                 for c in range(probability.shape[-1])], axis=0), 0.0)
+    # The whole-cell channel's margin where it is on; a pixel the nucleus channel alone made
+    # cell is as sure as that channel, not as sure as the whole-cell channel was of background.
+    outline = decision_margin(probability[..., 0], channel(0), signed=True)
+    if probability.shape[-1] == 2:
+        alone = np.maximum(decision_margin(probability[..., 1], channel(1), signed=True), 0.0)
+        outline = np.where(outline >= 0, outline, alone)
+    outline = np.maximum(outline, 0.0)
     nucleus = None
     if probability.shape[-1] == 2:
         counts = np.bincount(instances.ravel())
