@@ -115,10 +115,12 @@ def predict_files(inputs: Iterable[Path], probability_fn: Callable[[np.ndarray],
         overwritten = [input_files[out.resolve()] for out in _outputs(out_dir, path.stem)
                        if out.resolve() in input_files]
         if path.stem in stems or overwritten:
-            reason = (f"{path}: output name {path.stem!r} already used by {stems[path.stem]}; "
-                      "expected one input per file name" if path.stem in stems else
-                      f"{path}: its output would overwrite the input {overwritten[0]}; "
-                      "expected an --out where no input lies under an output's name")
+            if path.stem in stems:
+                reason = (f"{path}: output name {path.stem!r} already used by "
+                          f"{stems[path.stem]}; expected one input per file name")
+            else:
+                reason = (f"{path}: its output would overwrite the input {overwritten[0]}; "
+                          "expected an --out where no input lies under an output's name")
             if strict:
                 raise InputError(reason)
             log.error("skipped %s", reason)
