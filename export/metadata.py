@@ -7,7 +7,7 @@ onnxruntime exposes them as ``session.get_modelmeta().custom_metadata_map``. Num
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 PREFIX = "unet_keras."
 # config: UNetConfig.to_dict(); thresholds: one per output channel; preprocessing: the contract
@@ -19,13 +19,16 @@ KEYS = ("config", "thresholds", "preprocessing", "versions", "parity", "route", 
 REQUIRED_KEYS = ("config", "thresholds")
 
 
-def set_metadata(model, entries: Mapping[str, Any]) -> None:
-    """Write ``entries`` into an ``onnx.ModelProto``'s metadata_props, replacing same-named keys."""
+def set_metadata(model, entries: Mapping[str, Any], drop: Sequence[str] = ()) -> None:
+    """Write ``entries`` into an ``onnx.ModelProto``'s metadata_props, replacing same-named keys
+    and removing the keys in ``drop``."""
     unknown = sorted(set(entries) - set(KEYS))
     if unknown:
         raise ValueError(f"unknown metadata keys {unknown}; accepted keys: {list(KEYS)}")
     encoded = {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in entries.items()}
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in encoded]
+    removed = {PREFIX + key for key in drop}
+    kept = [(p.key, p.value) for p in model.metadata_props
+            if p.key not in encoded and p.key not in removed]
     del model.metadata_props[:]
     for key, value in kept + sorted(encoded.items()):
         prop = model.metadata_props.add()

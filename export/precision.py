@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader
 
-from export.metadata import PREFIX, decode_metadata, set_metadata
+from export.metadata import decode_metadata, set_metadata
 from export.runtime import Segmenter
 from unet_keras.metrics import pixel_counts, pixel_scores
 from unet_keras.postprocess import probabilities_to_labels
@@ -190,10 +190,7 @@ def export_variant(reference_onnx: str | Path, out_path: str | Path, precision: 
         if "parity" in meta:
             meta["source_parity"] = meta.pop("parity")
         meta.update(precision=precision, variant_check=report)
-        kept = [prop for prop in model.metadata_props if prop.key != PREFIX + "parity"]
-        del model.metadata_props[:]
-        model.metadata_props.extend(kept)
-        set_metadata(model, meta)
+        set_metadata(model, meta, drop=("parity",))
         onnx.save(model, work)
         os.chmod(work, 0o644)
         os.replace(work, out_path)
