@@ -4,7 +4,8 @@ Pairs are matched by file stem: IMAGES/cell_07.jpg goes with MASKS/cell_07.png (
 MASKS/cell_07_mask.png). When masks and images share a folder, a mask is STEM_mask.*, or
 STEM.png beside an image STEM of another format, as in the Zheng et al. folders. A mask holds
 grey 0 (background), 128 (cytoplasm) and 255 (nucleus), like the Zheng et al. data, or class
-indices 0/1/2 (also as a palette PNG with coloured entries); a whole-cell model learns background vs cell from either. A seeded part of
+indices 0/1/2 (also as a palette PNG with coloured entries); a whole-cell model learns
+background vs cell from either. A seeded part of
 the pairs (--val-fraction) is held out: training keeps the epoch with the best validation Dice,
 and the postprocessing (probability thresholds, smallest cell area) is tuned on that part.
 OUT gets model.keras, config.json (so `unet-keras predict --model OUT` works) and

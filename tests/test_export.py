@@ -141,7 +141,8 @@ def test_a_nan_output_on_any_parity_input_fails_the_gate():
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", "H", "W", 3])],
         [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N", "H", "W", 3])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    inputs = {"ones": np.ones((1, 4, 4, 3), np.float32), "negative": -np.ones((1, 4, 4, 3), np.float32)}
+    ones = np.ones((1, 4, 4, 3), np.float32)
+    inputs = {"ones": ones, "negative": -ones}
     reference = {name: np.zeros((1, 4, 4, 3)) for name in inputs}
     parity = onnx_export.check_parity(model.SerializeToString(), inputs, reference, 1e-4)
     assert np.isnan(parity["inputs"]["negative"]["max_abs_diff"])

@@ -244,10 +244,11 @@ def measure_cells(instances: np.ndarray, label_map: np.ndarray, image_name: str,
     ellipse's true perimeter from 4 px radius up at any rotation, where the length along the
     outer pixels' centres (regionprops' ``perimeter``) is 4 % long at a cell's size;
     ``circularity`` 4 pi area / perimeter^2 capped at 1 (1.00 for a disk of a cell's size, less
-    for a ragged or elongated outline; pixel effects can push tiny shapes above 1). ``nucleus_parts`` counts the 8-connected
-    pieces of nucleus in the cell: the lobes the segmentation shows apart (lobes joined by a
-    filament count once). With ``has_nucleus=False`` (a 1-channel model)
-    nucleus_area, cytoplasm_area, nc_ratio and nucleus_parts are NaN: unknown, not zero.
+    for a ragged or elongated outline; pixel effects can push tiny shapes above 1).
+    ``nucleus_parts`` counts the 8-connected pieces of nucleus in the cell: the lobes the
+    segmentation shows apart (lobes joined by a filament count once). With
+    ``has_nucleus=False`` (a 1-channel model) nucleus_area, cytoplasm_area, nc_ratio and
+    nucleus_parts are NaN: unknown, not zero.
     Given the model's ``probability`` (H, W, C) and its ``thresholds``, ``outline_confidence``
     and ``nucleus_confidence`` are ``confidence.cell_confidences``; without it (annotated
     cells) they are NaN.
