@@ -179,22 +179,28 @@ def aggregate(out: str | Path) -> dict:
     return summary
 
 
-def check_folds(out: Path, folds: Sequence[int], config: UNetConfig) -> None:
+def check_folds(out: Path, folds: Sequence[int], config: UNetConfig) -> dict[Path, str | None]:
     """Before any training: complete folds, asked for or not (the report covers every one in
     ``out``), must be readable and of this recipe, interrupted ones resumable with it, and
-    nothing else may sit in a fold's place."""
+    nothing else may sit in a fold's place.
+
+    Returns:
+        the data source each complete fold trained on, by run directory.
+    """
     from unet_keras.run_dir import partial_dir, resumable
 
     wanted = recipe(config)
     present = [int(FOLD_NAME.fullmatch(run.name).group(1)) for run in complete_folds(out)] \
         if out.is_dir() else []
+    sources: dict[Path, str | None] = {}
     for fold in sorted(set(folds) | set(present)):
         run = fold_dir(out, fold)
         if run.exists():
             if not (run / METRICS_FILENAME).is_file():
                 raise CVError(f"{run}: exists without {METRICS_FILENAME}; expected a complete "
                               f"run (delete it to train fold {fold} again)")
-            found, where = read_fold(run)[1], run / CONFIG_FILENAME
+            metrics, found = read_fold(run)
+            sources[run], where = metrics.get("data_source"), run / CONFIG_FILENAME
         elif partial_dir(run).exists():
             found, where = resumable(run)[0], partial_dir(run) / CONFIG_FILENAME
         else:
@@ -203,6 +209,7 @@ def check_folds(out: Path, folds: Sequence[int], config: UNetConfig) -> None:
         if differ:
             raise CVError(f"{where}: trained with another recipe ({differ} differ from the "
                           "options given); expected the same options, or another --out")
+    return sources
 
 
 def run_cv(config: UNetConfig, out: str | Path, folds: Sequence[int],
@@ -230,14 +237,13 @@ def run_cv(config: UNetConfig, out: str | Path, folds: Sequence[int],
     if out.exists() and not out.is_dir():
         raise CVError(f"{out}: not a directory; expected a cross-validation output directory")
     check_devices(devices, config.batch_size)
-    check_folds(out, folds, config)
+    sources = check_folds(out, folds, config)
     todo = [k for k in folds if not (fold_dir(out, k) / METRICS_FILENAME).is_file()]
     for k in sorted(set(folds) - set(todo)):
         progress(f"fold {k}: complete in {fold_dir(out, k)}; skipped")
     if todo:
         examples, source, synthetic = load_all(config, data_dir, synthetic)
-        for run in complete_folds(out) if out.is_dir() else []:
-            found = read_fold(run)[0].get("data_source")
+        for run, found in sources.items():
             if found != source:
                 raise CVError(f"{run / METRICS_FILENAME}: trained on {found!r}, not {source!r}; "
                               "expected the same data, or another --out")
