@@ -163,7 +163,7 @@ def edge_parts(cell_mask: np.ndarray, min_size: int = MIN_CELL_AREA, h: float = 
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
     # A speck clear of the edge is no cell to keep in place of a cut one: the speck rule would
     # then find the speck the largest object left, and keep it.
-    cell_size = max(min_size, SPECK_FRACTION * sizes.max()) if count else min_size
+    cell_size = max(min_size, speck_area(sizes))
     drop = np.zeros_like(cell)
     clear = False
     for index, box in enumerate(ndi.find_objects(components), start=1):
@@ -197,12 +197,18 @@ def drop_edge_parts(labels: np.ndarray, min_cell_area: int = MIN_CELL_AREA,
     return labels
 
 
+def speck_area(sizes: np.ndarray) -> float:
+    """The area under which an object is a speck: ``SPECK_FRACTION`` of the largest of
+    ``sizes`` (0 for none)."""
+    return SPECK_FRACTION * float(np.max(sizes, initial=0))
+
+
 def speck_labels(sizes: np.ndarray) -> np.ndarray:
-    """Which components are specks, by label: under ``SPECK_FRACTION`` of the largest one's
-    area (``sizes[k]``: component k's pixels; label 0, the background, never is)."""
+    """Which components are specks, by label: under ``speck_area`` of the objects (``sizes[k]``:
+    component k's pixels; label 0, the background, never is)."""
     sizes = np.array(sizes)
     sizes[0] = 0
-    small = sizes < SPECK_FRACTION * sizes.max()
+    small = sizes < speck_area(sizes)
     small[0] = False
     return small
 
