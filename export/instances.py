@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from unet_keras.postprocess import (EIGHT_CONNECTED, MIN_CELL_AREA, drop_edge_parts,
-                                    measure_cells, speck_labels)
+                                    grown_box, measure_cells, speck_labels)
 from unet_keras.separation import separate_instances
 
 # Columns of measure_cells that are positions: shifted from the crop to the image.
@@ -60,7 +60,7 @@ def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: 
             crop = work[box]
             crop[crop == component] = 0
             continue
-        box = _grown(box, work.shape)
+        box = grown_box(box, work.shape)
         crop = work[box]
         mask = crop == component
         labels = np.where(mask, label_map[box], 0).astype(np.uint8)
@@ -80,9 +80,3 @@ def instances_by_component(label_map: np.ndarray, image_name: str, has_nucleus: 
         next_id += int(cells.max(initial=0))
     np.negative(work, out=work)
     return work, rows
-
-
-def _grown(box: tuple[slice, slice], shape: tuple[int, ...]) -> tuple[slice, slice]:
-    """A bounding box grown by one pixel on every side that stays inside the image."""
-    return tuple(slice(max(side.start - 1, 0), min(side.stop + 1, size))
-                 for side, size in zip(box, shape))  # type: ignore[return-value]

@@ -289,8 +289,15 @@ def test_train_on_bad_data_dir_leaves_nothing(tmp_path):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    done = run_cli("predict", str(tmp_path), "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
-    assert done.returncode == 1 and "error" in done.stderr
+    # An image to predict, so the run gets past its inputs to the model.
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(inputs / "a.png")
+    done = run_cli("predict", str(inputs), "--model", str(tmp_path / "nope"),
+                   "--out", str(tmp_path / "o"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "nope: model file not found; expected a .keras file or a run directory" in done.stderr
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("flags, stain", [([], False), (["--stain"], True), (["--no-stain"], False)])

@@ -218,6 +218,31 @@ def test_lobed_nucleus_fragments_stay_one_cell():
     assert separate_instances(cell, nucleus, nucleus_gap_px=0).max() == 1
 
 
+def test_a_neighbours_nucleus_does_not_join_another_cells_nucleus_pieces():
+    # Cell B (a bar) holds two nucleus pieces 5 px apart, more than nucleus_gap_px: two markers.
+    # Cell A, one background row below, has nucleus pixels on its top edge right under B's gap.
+    # Grown across the background, A's nucleus joined B's pieces into one marker, so B's split
+    # depended on its neighbour, and the per-component deployment path counted differently.
+    cell = np.zeros((40, 50), bool)
+    nucleus = np.zeros_like(cell)
+    cell[4:11, 2:48] = True
+    nucleus[8:11, 18:21] = nucleus[8:11, 26:29] = True
+    cell[12:30, 10:40] = True
+    nucleus[16:24, 20:30] = True
+    alone = nucleus.copy()
+    nucleus[12:16, 23] = True
+    split = separate_instances(cell, nucleus)
+    assert split.max() == separate_instances(cell, alone).max() == 3
+    assert len(np.unique(split[4:11][cell[4:11]])) == 2  # B in two cells
+    from export.instances import instances_by_component
+
+    labels = probabilities_to_labels(np.stack([cell, nucleus], -1).astype(np.float32), (0.5, 0.5))
+    parts, _ = instances_by_component(labels, "x", True, min_cell_area=10)
+    _, whole = label_cells(np.stack([cell, nucleus], -1).astype(np.float32), (0.5, 0.5),
+                           min_cell_area=10)
+    assert parts.max() == whole.max() == 3
+
+
 def test_cell_without_nucleus_falls_back_to_distance_peaks():
     # Overlapping disks without a nucleus mask pixel are still split by distance peaks, while
     # a separate cell with a nucleus is seeded by it.
@@ -419,6 +444,19 @@ def test_edge_parts_leave_out_cut_cells_only_beside_a_cell_clear_of_the_edge(ext
     mask = cut | _disks((64, 64), extra) if extra else cut
     drop = edge_parts(mask, min_size=30)
     np.testing.assert_array_equal(drop, cut if dropped else np.zeros_like(cut))
+
+
+def test_edge_parts_split_a_cut_component_with_background_round_its_box():
+    # One cell cut by the right edge, with a lobe up and to the left: on its bare bounding box
+    # the box's inner sides read as cell, the distance transform rises in the lobe and the
+    # cell was split in two, its 72 px lobe kept as the image's cell and the rest dropped.
+    rows, cols = np.mgrid[:50, :50]
+    cell = (rows - 27) ** 2 + (cols - 45) ** 2 <= 81
+    cell[16:26, 33:42] = True
+    assert separate_instances(cell).max() == 1
+    assert not edge_parts(cell).any()
+    _, instances = label_cells(cell[..., None].astype(np.float32), (0.5,), edge_cells="drop")
+    np.testing.assert_array_equal(instances > 0, cell)
 
 
 def test_a_speck_clear_of_the_edge_does_not_replace_the_only_cell_cut_by_it():

@@ -15,7 +15,8 @@ from PIL import Image
 
 from export.onnx_export import export_onnx
 from export.runtime import RuntimeModelError, Segmenter, choose_providers
-from export.tiling import axis_weights, default_overlap, padded_indices, receptive_radius
+from export.tiling import (axis_weights, default_overlap, padded_indices, receptive_radius,
+                          tile_predict)
 from tests.conftest import REPO, run_cli
 from tests.test_export import CONFIG, make_run
 from unet_keras.image_io import ImageReadError
@@ -256,6 +257,15 @@ def test_overlap_below_the_receptive_field_is_not_exact(segmenter):
     image = random_image(210, 333, seed=7)
     approx = segmenter.tile_predict(image, tile=64, overlap=16)
     assert np.abs(approx - segmenter.predict_probabilities(image)).max() > 1e-3
+
+
+def test_tiled_probabilities_stay_within_0_and_1():
+    # A model sure everywhere: the weighted float32 sum over overlaps came back a few ulp over 1.
+    def sure(batch):
+        return np.ones(batch.shape[:3] + (2,), np.float32)
+
+    got = tile_predict(sure, np.zeros((500, 437, 3), np.uint8), 2, 2, tile=128, overlap=48)
+    assert got.max() == 1.0 and got.min() >= 1.0 - 1e-6
 
 
 def test_tile_arguments_are_checked(segmenter):

@@ -83,8 +83,14 @@ def test_tune_command_rewrites_a_finished_run(tmp_path):
 
 
 def test_tune_refuses_a_model_that_is_not_a_run(tmp_path):
-    done = run_cli("tune", "--model", str(tmp_path / "nothing"), "--synthetic")
-    assert done.returncode == 1 and "nothing" in done.stderr
+    from tests.test_export import make_run
+
+    run, _ = make_run(tmp_path / "untrained")  # model.keras and config.json, no metrics.json
+    done = run_cli("tune", "--model", str(run), "--synthetic")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (f"{run}: expected a finished run directory (model.keras, config.json, metrics.json)"
+            in done.stderr)
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.keras"]
 
 
 def test_evaluate_with_tta_records_it(tmp_path):

@@ -169,12 +169,16 @@ def edge_parts(cell_mask: np.ndarray, min_size: int = MIN_CELL_AREA, h: float = 
     for index, box in enumerate(ndi.find_objects(components), start=1):
         if box is None:
             continue
-        mask = components[box] == index
         sides = {"top": box[0].start == 0, "bottom": box[0].stop == height,
                  "left": box[1].start == 0, "right": box[1].stop == width}
         if not any(sides.values()):
             clear = clear or sizes[index - 1] >= cell_size
             continue
+        # One pixel of background round the box where it is not on the image edge: without it
+        # the box's inner sides read as cell to the distance transform, which then finds maxima
+        # that split one cell. The grown box's rows and columns on the edge sides are the image's.
+        box = grown_box(box, cell.shape)
+        mask = components[box] == index
         parts = separate_instances(mask, None, "watershed", min_size, h=h)
         rims = {"top": parts[0], "bottom": parts[-1], "left": parts[:, 0], "right": parts[:, -1]}
         cut = np.unique(np.concatenate([rims[side] for side, on in sides.items() if on]))
@@ -184,6 +188,12 @@ def edge_parts(cell_mask: np.ndarray, min_size: int = MIN_CELL_AREA, h: float = 
         clear = clear or bool((part_sizes >= cell_size).any())
         drop[box] |= np.isin(parts, cut)
     return drop if clear else np.zeros_like(cell)
+
+
+def grown_box(box: tuple[slice, slice], shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """A bounding box grown by one pixel on every side that stays inside the image."""
+    return tuple(slice(max(side.start - 1, 0), min(side.stop + 1, size))
+                 for side, size in zip(box, shape))  # type: ignore[return-value]
 
 
 def drop_edge_parts(labels: np.ndarray, min_cell_area: int = MIN_CELL_AREA,

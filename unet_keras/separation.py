@@ -45,11 +45,26 @@ def as_mask(mask: np.ndarray, name: str) -> np.ndarray:
     return mask.astype(bool, copy=False)
 
 
-def _nucleus_markers(cell: np.ndarray, nucleus: np.ndarray, gap_px: int) -> np.ndarray:
-    """One marker per nucleus, joining fragments at most about ``gap_px`` apart."""
+def _nucleus_markers(cell: np.ndarray, nucleus: np.ndarray, components: np.ndarray,
+                     gap_px: int) -> np.ndarray:
+    """One marker per nucleus, joining fragments at most about ``gap_px`` apart within the same
+    connected component of the cell mask (``components``, 8-connected labels of ``cell``): a
+    neighbouring cell's nucleus, grown across the background, never joins another cell's
+    fragments, so a cell is split the same whether its neighbours are in view or not."""
     nuclei = nucleus & cell
     radius = math.ceil(gap_px / 2)
-    grown = ndi.binary_dilation(nuclei, structure=disk(radius)) & cell if radius > 0 else nuclei
+    if radius == 0:
+        return connected_components(nuclei, connectivity=2)
+    grown = np.zeros_like(nuclei)
+    footprint = disk(radius)
+    for index, box in enumerate(ndi.find_objects(components), start=1):
+        if box is None:
+            continue
+        own = components[box] == index
+        seeds = nuclei[box] & own
+        if seeds.any():
+            grown[box] |= ndi.binary_dilation(seeds, structure=footprint) & own
+    # Cell components are not 8-adjacent, so the grown regions of two never touch.
     return connected_components(grown, connectivity=2) * nuclei
 
 
@@ -107,7 +122,7 @@ def _watershed(cell: np.ndarray, nucleus: np.ndarray | None, h: float, gap_px: i
     components = connected_components(cell, connectivity=2)
     markers = np.zeros(cell.shape, dtype=np.int32)
     if nucleus is not None:
-        markers = _nucleus_markers(cell, nucleus, gap_px).astype(np.int32)
+        markers = _nucleus_markers(cell, nucleus, components, gap_px).astype(np.int32)
     # Cells without any nucleus pixel (or every cell, without a nucleus channel) are seeded by
     # the distance-transform maxima that rise at least h px above the neck joining them.
     seeded = np.zeros(components.max() + 1, dtype=bool)
