@@ -236,10 +236,10 @@ def test_a_neighbours_nucleus_does_not_join_another_cells_nucleus_pieces():
     assert len(np.unique(split[4:11][cell[4:11]])) == 2  # B in two cells
     from export.instances import instances_by_component
 
-    labels = probabilities_to_labels(np.stack([cell, nucleus], -1).astype(np.float32), (0.5, 0.5))
-    parts, _ = instances_by_component(labels, "x", True, min_cell_area=10)
-    _, whole = label_cells(np.stack([cell, nucleus], -1).astype(np.float32), (0.5, 0.5),
-                           min_cell_area=10)
+    prob = np.stack([cell, nucleus], -1).astype(np.float32)
+    parts, _ = instances_by_component(probabilities_to_labels(prob, (0.5, 0.5)), "x", True,
+                                      min_cell_area=10)
+    _, whole = label_cells(prob, (0.5, 0.5), min_cell_area=10)
     assert parts.max() == whole.max() == 3
 
 
